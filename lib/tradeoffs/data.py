@@ -246,6 +246,71 @@ def load_images(paths: Iterable[str | Path], size: int | tuple[int, int] | None 
     return np.stack(arrays)
 
 
+def digits() -> xr.Dataset:
+    """The UCI optical-recognition digits shipped inside scikit-learn (1,797 images, 8×8, 0-16 scaled to uint8 0-255)."""
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    images = np.round(raw.images * (255 / 16)).astype(np.uint8)
+    return _image_dataset(images, raw.target, [str(i) for i in range(10)], "all", "scikit-learn load_digits (UCI)")
+
+
+def image_folder(root: str | Path, n_per_class: int, size: int, classes: Sequence[str] | None = None,
+                 seed: int = 0) -> xr.Dataset:
+    """`n_per_class` random images of each class folder `root/<class>/*` (ImageNet layout), resized to `size`².
+
+    `classes` picks class folders by name (default: all, sorted). Loads everything into memory as uint8.
+    """
+    root = Path(root)
+    found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not found:
+        raise TradeoffsError(f"no class folders under {root}; point it at an ImageNet-style split (root/<class>/<image>), "
+                             "e.g. the ILSVRC2012 train folder, which you download from image-net.org yourself.")
+    classes = list(classes) if classes is not None else found
+    missing = [c for c in classes if c not in found]
+    if missing:
+        raise TradeoffsError(f"class folder(s) {missing[:4]} not under {root}; it has {found[:4]} ... ({len(found)}).")
+    rng, paths, labels = np.random.default_rng(seed), [], []
+    for i, name in enumerate(classes):
+        files = sorted(p for p in (root / name).iterdir() if p.is_file())
+        if len(files) < n_per_class:
+            raise TradeoffsError(f"{root / name} has {len(files)} images, fewer than n_per_class={n_per_class}.")
+        paths += [files[j] for j in np.sort(rng.choice(len(files), n_per_class, replace=False))]
+        labels += [i] * n_per_class
+    return _image_dataset(load_images(paths, size), np.array(labels), classes, root.name, str(root))
+
+
+def to_rgb(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [N,H,W] or [N,H,W,3] -> uint8 [N,size,size,3] (grey replicated; bilinear antialiased resize if needed)."""
+    import torch
+    import torch.nn.functional as F
+
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+        raise TradeoffsError(f"to_rgb wants uint8 [N,H,W] or [N,H,W,3], got {images.dtype} {images.shape}.")
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = (x[..., None].expand(*x.shape, 3) if images.ndim == 3 else x).permute(0, 3, 1, 2)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def class_subset(ds: xr.Dataset, classes: Sequence[int], n_per_class: int, seed: int = 0) -> xr.Dataset:
+    """`n_per_class` random images of each of `classes`, labels renumbered 0..k-1 in the order given."""
+    labels, rng, keep = ds["labels"].values, np.random.default_rng(seed), []
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < n_per_class:
+            raise TradeoffsError(f"class {c} has {len(idx)} images, fewer than n_per_class={n_per_class}; lower it.")
+        keep.append(np.sort(rng.choice(idx, n_per_class, replace=False)))
+    sub = ds.isel(image=np.concatenate(keep))
+    mapping = np.full(labels.max() + 1, -1)
+    mapping[list(classes)] = np.arange(len(classes))
+    sub["labels"] = ("image", mapping[sub["labels"].values])
+    names = ds["class_name"].values
+    return sub.drop_vars("class_name").assign_coords(class_name=("class", [str(names[c]) for c in classes]))
+
+
 def imagenet_16class_indices() -> dict[str, list[int]]:
     """The 16 model-vs-human classes → their ImageNet-1k indices (0-based; 207 classes in all)."""
     return json.loads(registry.fetch(f"{_MVH}/helper/16class_imagenet_indices.json").read_text())

@@ -238,22 +238,34 @@ def file_digest(path: Path) -> str:
     return _DIGESTS[memo]
 
 
-def cached(kind: str, key: str, compute: Callable[[], xr.Dataset]) -> xr.Dataset:
-    """Return the Dataset stored under (kind, key), computing and storing it atomically on a miss.
+def cached_path(kind: str, key: str) -> Path:
+    """Where `cached(kind, key, ...)` stores its Dataset."""
+    return cache_dir() / kind / key[:2] / f"{key}.nc"
 
-    Because each piece is stored as soon as it is computed, a killed run resumes at the first missing piece.
-    """
-    path = cache_dir() / kind / key[:2] / f"{key}.nc"
+
+def read_cached(kind: str, key: str) -> xr.Dataset | None:
+    """The Dataset stored under (kind, key), or None; a damaged entry is deleted (recomputed, never trusted)."""
+    path = cached_path(kind, key)
     if path.exists():
         try:
             with xr.open_dataset(path, engine="netcdf4") as ds:
                 return ds.load()
         except (OSError, ValueError, RuntimeError):
-            path.unlink(missing_ok=True)  # a damaged entry is recomputed, never trusted
-    ds = compute()
-    ds = ds.copy()
+            path.unlink(missing_ok=True)
+    return None
+
+
+def cached(kind: str, key: str, compute: Callable[[], xr.Dataset]) -> xr.Dataset:
+    """Return the Dataset stored under (kind, key), computing and storing it atomically on a miss.
+
+    Because each piece is stored as soon as it is computed, a killed run resumes at the first missing piece.
+    """
+    ds = read_cached(kind, key)
+    if ds is not None:
+        return ds
+    ds = compute().copy()
     ds.attrs = _netcdf_safe({**ds.attrs, "cache_key": key})
-    _atomic_to_netcdf(ds, path)
+    _atomic_to_netcdf(ds, cached_path(kind, key))
     return ds
 
 

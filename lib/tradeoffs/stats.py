@@ -165,6 +165,24 @@ def _permutation_p(observed: float, null: np.ndarray) -> float:
     return float((1 + (np.abs(null) >= abs(observed) - 1e-12).sum()) / (1 + len(null)))
 
 
+def bootstrap_corr_diff(targets, x1, x2, method: Method = "spearman", n_boot: int = 2000, seed: int = 0,
+                        confidence: float = 0.95) -> dict:
+    """Mean over target columns of r(target, x1) - r(target, x2), with a percentile CI over resampled units.
+
+    `targets` is [n] or [n, m] (m targets measured on the same n units as `x1` and `x2`); units are resampled
+    jointly, so the CI respects the pairing. Resamples where a correlation is undefined are skipped.
+    """
+    _check_method(method)
+    t = np.asarray(targets, dtype=np.float64)
+    t = t[:, None] if t.ndim == 1 else t
+    x1, x2, *cols = _paired(x1, x2, *t.T)
+    idx = np.vstack([np.arange(len(x1))[None], _bootstrap_indices(len(x1), n_boot, seed)])
+    diffs = np.mean([_rowwise_corr(c[idx], x1[idx], method) - _rowwise_corr(c[idx], x2[idx], method) for c in cols],
+                    axis=0)
+    lo, hi = _percentile_ci(diffs[1:], confidence)
+    return {"diff": float(diffs[0]), "ci_low": lo, "ci_high": hi, "n": len(x1), "n_boot": int(np.isfinite(diffs[1:]).sum())}
+
+
 def permutation_test_corr_diff(x1, y1, x2, y2, n_perm: int = 5000, seed: int = 0,
                                method: Method = "pearson") -> dict:
     """r(x1, y1) - r(x2, y2) for two independent samples; null: group labels permuted over the pooled pairs."""
