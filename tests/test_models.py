@@ -368,3 +368,10 @@ def test_cifar_resnet_on_cuda_matches_cpu() -> None:
     assert gpu is model.module
     for k in cpu:
         torch.testing.assert_close(out[k].cpu(), cpu[k], atol=1e-4, rtol=1e-4)
+
+
+def test_timm_img_size_sets_the_preprocess_input_size() -> None:
+    model = models.load("vit_tiny_patch16_224", weights="random", img_size=64)
+    assert model.preprocess.input_size == (64, 64)
+    with torch.no_grad():
+        assert model.module(model.preprocess(torch.rand(1, 3, 90, 120))).shape == (1, 1000)

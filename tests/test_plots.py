@@ -32,7 +32,8 @@ def test_set_style() -> None:
     with matplotlib.rc_context():
         plots.set_style()
         assert plt.rcParams["figure.dpi"] == 110
-        assert plt.rcParams["axes.labelsize"] == 11
+        sizes = ("font.size", "axes.labelsize", "xtick.labelsize", "ytick.labelsize", "legend.fontsize")
+        assert min(plt.rcParams[k] for k in sizes) >= 12, "text under 12 pt is illegible at page width"
         cycle = [matplotlib.colors.to_hex(c["color"]) for c in plt.rcParams["axes.prop_cycle"]]
         assert cycle[:3] == [matplotlib.colors.to_hex(c) for c in sns.color_palette("colorblind")[:3]]
 

@@ -11,7 +11,7 @@ import math
 import pickle
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -227,7 +227,11 @@ def _load_timm(name: str, weights: str, **kwargs) -> Model:
     origin = {"pretrained": f"hf-hub:{cfg.get('hf_hub_id')}", "random": "random init"}.get(weights,
                                                                                         f"weights {weights}")
     source = f"timm {timm.__version__} {name} ({origin})"
-    return _model(name, module, _timm_preprocess(module), source, cfg.get("license") or "see timm model card",
+    preprocess = _timm_preprocess(module)
+    if "img_size" in kwargs:  # a model built for another input size (e.g. a ViT at 64²) gets that size as input
+        side = kwargs["img_size"]
+        preprocess = replace(preprocess, input_size=tuple(side) if isinstance(side, (tuple, list)) else (side, side))
+    return _model(name, module, preprocess, source, cfg.get("license") or "see timm model card",
                   top1, IMAGENET_VAL, weights, "top1 from timm results-imagenet.csv" if top1 else "")
 
 
