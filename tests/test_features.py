@@ -52,6 +52,20 @@ def test_float_and_uint8_inputs_agree_and_pooling(resnet: models.Model, isolated
     assert a["layer2"].dims == ("image", "layer2.channel")
 
 
+def test_chunks_are_filled_into_one_array_and_resume_from_cache(resnet: models.Model, isolated: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    imgs = _images(7)
+    whole = features.extract(resnet, imgs, ["layer3", "logits"], pool="mean", device="cpu", cache=False, progress=False)
+    monkeypatch.setattr(features, "CHUNK", 3)  # 3 + 3 + 1 images, each chunk its own cache entry
+    first = features.extract(resnet, imgs, ["layer3", "logits"], pool="mean", device="cpu", progress=False)
+    assert len(list((isolated / "cache" / "features").rglob("*.nc"))) == 3
+    again = features.extract(resnet, imgs, ["layer3", "logits"], pool="mean", device="cpu", progress=False)
+    for ds in (first, again):
+        assert list(ds.image.values) == list(range(7)) and ds["layer3"].dims == whole["layer3"].dims
+        for layer in ("layer3", "logits"):
+            np.testing.assert_allclose(ds[layer].values, whole[layer].values, rtol=1e-5, atol=1e-6)
+
+
 def test_batch_size_does_not_change_features(resnet: models.Model, isolated: Path) -> None:
     imgs = _images(5)
     one = features.extract(resnet, imgs, ["layer4"], batch_size=1, device="cpu", cache=False, progress=False)

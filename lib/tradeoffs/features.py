@@ -107,12 +107,16 @@ def weights_key(model: Model) -> str:
 @torch.inference_mode()
 def _run(model: Model, images: torch.Tensor, layers: list[str], batch_size: int, device: torch.device,
          amp: bool, pool: Pool, progress: bool, desc: str) -> dict[str, np.ndarray]:
+    """Features of every image, written batch by batch into one preallocated host array per layer (pinned on CUDA),
+    so the peak holds the output once; the NaN/inf check stays on the device until the end (no per-batch sync)."""
     cuda = device.type == "cuda"
     module = model.module.to(device)
     if cuda:
         module = module.to(memory_format=torch.channels_last)
-    out: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
-    starts = range(0, images.shape[0], batch_size)
+    n = images.shape[0]
+    out: dict[str, torch.Tensor] = {}
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    starts = range(0, n, batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
         batch = images[start:start + batch_size]
         if cuda:
@@ -125,17 +129,17 @@ def _run(model: Model, images: torch.Tensor, layers: list[str], batch_size: int,
             feats = model.intermediates(x, layers)
         for layer in layers:
             f = _pool(feats[layer], pool if layer != "logits" else None).float()
-            out[layer].append(f.to("cpu", non_blocking=cuda))
+            finite &= torch.isfinite(f).all()
+            if layer not in out:
+                out[layer] = torch.empty((n, *f.shape[1:]), dtype=torch.float32, pin_memory=cuda)
+            out[layer][start:start + f.shape[0]].copy_(f, non_blocking=cuda)
     if cuda:
         torch.cuda.synchronize(device)
-    arrays = {}
-    for layer, parts in out.items():
-        arr = torch.cat(parts).numpy()
-        if not np.isfinite(arr).all():
-            raise TradeoffsError(f"{model.name} layer {layer!r} gave NaN/inf features; "
-                                 "check the input range, or rerun with amp=False")
-        arrays[layer] = arr
-    return arrays
+    if not bool(finite):
+        bad = next(layer for layer, t in out.items() if not torch.isfinite(t).all())
+        raise TradeoffsError(f"{model.name} layer {bad!r} gave NaN/inf features; "
+                             "check the input range, or rerun with amp=False")
+    return {layer: t.numpy() for layer, t in out.items()}
 
 
 def extract(model: Model, images: np.ndarray | torch.Tensor, layers: Sequence[str], *, batch_size: int = 64,
@@ -167,17 +171,23 @@ def extract(model: Model, images: np.ndarray | torch.Tensor, layers: Sequence[st
         arrays = _run(model, chunk, layers, batch_size, dev, amp, pool, progress, desc)
         return xr.Dataset({layer: (_dims(layer, a.ndim), a) for layer, a in arrays.items()})
 
-    parts = []
-    n_chunks = (x.shape[0] + CHUNK - 1) // CHUNK
-    for c, start in enumerate(range(0, x.shape[0], CHUNK)):
+    n, n_chunks = x.shape[0], (x.shape[0] + CHUNK - 1) // CHUNK
+    ds = None
+    for c, start in enumerate(range(0, n, CHUNK)):
         chunk = x[start:start + CHUNK]
         desc = f"{model.name} [{c + 1}/{n_chunks}]"
         if cache:
             key = results.content_key("features-v1", weights_key(model), chunk.contiguous(), layers, pool, bool(amp))
-            parts.append(results.cached("features", key, lambda chunk=chunk, desc=desc: compute(chunk, desc)))
+            part = results.cached("features", key, lambda chunk=chunk, desc=desc: compute(chunk, desc))
         else:
-            parts.append(compute(chunk, desc))
-    ds = xr.concat(parts, dim="image") if len(parts) > 1 else parts[0]
+            part = compute(chunk, desc)
+        if n_chunks == 1:
+            ds = part
+            break
+        if ds is None:  # one array per layer for all images, filled chunk by chunk (no concatenation copy)
+            ds = xr.Dataset({v: (a.dims, np.empty((n, *a.shape[1:]), a.dtype)) for v, a in part.data_vars.items()})
+        for v, a in part.data_vars.items():
+            ds[v].values[start:start + chunk.shape[0]] = a.values
     ds = ds.assign_coords(image=ids)
     ds.attrs = {"model": model.name, "layers": ",".join(layers), "pool": pool or "none", "amp": int(bool(amp)),
                 "device": str(dev)}
