@@ -47,14 +47,14 @@ class Case:
 
 @dataclass(frozen=True)
 class Plan:
-    """Cases, repeats and warm-up runs, and the peak-memory setting (model, input size, the two image counts)."""
+    """Cases, repeats and warm-up runs, and the peak-memory setting (model, input size, image counts: the first two a 10× step)."""
 
     cases: tuple[Case, ...]
     repeats: int
     warmup: int
     memory_model: str
     memory_size: int
-    memory_images: tuple[int, int]
+    memory_images: tuple[int, ...]
 
 
 QUICK = Plan((Case("resnet18", "random", 64, 64, 32), Case("efficientnet_lite0", "pretrained", 224, 16, 16)),
@@ -63,7 +63,7 @@ QUICK = Plan((Case("resnet18", "random", 64, 64, 32), Case("efficientnet_lite0",
 FULL = Plan((Case("resnet50", "random", 64, 64, 32), Case("resnet50", "random", 64, 64, 64),
              Case("resnet50", "random", 224, 16, 8), Case("efficientnet_lite0", "pretrained", 224, 32, 16),
              Case("vit_base_patch16_224", "random", 224, 4, 4)),
-            repeats=3, warmup=1, memory_model="resnet18", memory_size=32, memory_images=(1000, 10000))
+            repeats=3, warmup=1, memory_model="resnet18", memory_size=32, memory_images=(1000, 10000, 20000))
 
 
 def scaled(plan: Plan, factor: int) -> Plan:

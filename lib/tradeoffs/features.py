@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -17,6 +18,7 @@ from .models import Model
 
 Pool = Literal["mean", "max", "cls"] | None
 CHUNK = 2048  # images per cache entry: a killed run resumes at the first missing chunk
+PIN_MAX_BYTES = 1 << 30  # larger outputs stay in pageable memory (pinning gigabytes stalls the host)
 
 
 def as_image_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -104,19 +106,24 @@ def weights_key(model: Model) -> str:
     return memo[1]
 
 
+def _buffer(n: int, shape: tuple[int, ...], cuda: bool) -> torch.Tensor:
+    """Host array for `n` images' features of one layer: pinned on CUDA (async copies) unless it is very large."""
+    pin = cuda and n * math.prod(shape) * 4 <= PIN_MAX_BYTES
+    return torch.empty((n, *shape), dtype=torch.float32, pin_memory=pin)
+
+
 @torch.inference_mode()
 def _run(model: Model, images: torch.Tensor, layers: list[str], batch_size: int, device: torch.device,
-         amp: bool, pool: Pool, progress: bool, desc: str) -> dict[str, np.ndarray]:
-    """Features of every image, written batch by batch into one preallocated host array per layer (pinned on CUDA),
-    so the peak holds the output once; the NaN/inf check stays on the device until the end (no per-batch sync)."""
+         amp: bool, pool: Pool, progress: bool, desc: str, out: dict[str, torch.Tensor], offset: int,
+         total: int) -> None:
+    """Write the features of `images` into `out[layer][offset:]`, batch by batch; `out` arrays for `total` images are
+    allocated on first use. The NaN/inf check stays on the device until the chunk ends (no per-batch sync)."""
     cuda = device.type == "cuda"
     module = model.module.to(device)
     if cuda:
         module = module.to(memory_format=torch.channels_last)
-    n = images.shape[0]
-    out: dict[str, torch.Tensor] = {}
     finite = torch.ones((), dtype=torch.bool, device=device)
-    starts = range(0, n, batch_size)
+    starts = range(0, images.shape[0], batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
         batch = images[start:start + batch_size]
         if cuda:
@@ -131,15 +138,16 @@ def _run(model: Model, images: torch.Tensor, layers: list[str], batch_size: int,
             f = _pool(feats[layer], pool if layer != "logits" else None).float()
             finite &= torch.isfinite(f).all()
             if layer not in out:
-                out[layer] = torch.empty((n, *f.shape[1:]), dtype=torch.float32, pin_memory=cuda)
-            out[layer][start:start + f.shape[0]].copy_(f, non_blocking=cuda)
+                out[layer] = _buffer(total, tuple(f.shape[1:]), cuda)
+            at = offset + start
+            out[layer][at:at + f.shape[0]].copy_(f, non_blocking=cuda)
     if cuda:
         torch.cuda.synchronize(device)
     if not bool(finite):
-        bad = next(layer for layer, t in out.items() if not torch.isfinite(t).all())
+        part = slice(offset, offset + images.shape[0])
+        bad = next(layer for layer, t in out.items() if not torch.isfinite(t[part]).all())
         raise TradeoffsError(f"{model.name} layer {bad!r} gave NaN/inf features; "
                              "check the input range, or rerun with amp=False")
-    return {layer: t.numpy() for layer, t in out.items()}
 
 
 def extract(model: Model, images: np.ndarray | torch.Tensor, layers: Sequence[str], *, batch_size: int = 64,
@@ -153,7 +161,8 @@ def extract(model: Model, images: np.ndarray | torch.Tensor, layers: Sequence[st
     because layers differ in size. pool: "mean"/"max" over space (or tokens), "cls" for the class token.
     AMP (float16) and channels_last are used on CUDA by default; CPU runs in float32.
     Results are cached by content (weights, preprocessing, images, layers, options) in chunks, so a rerun
-    recomputes nothing and an interrupted run resumes.
+    recomputes nothing and an interrupted run resumes. Every batch is written straight into one array per layer
+    for all images (chunks stored to the cache are views of it), so memory beyond the output stays flat.
     """
     if batch_size < 1:
         raise TradeoffsError(f"batch_size must be >= 1; got {batch_size}")
@@ -163,32 +172,38 @@ def extract(model: Model, images: np.ndarray | torch.Tensor, layers: Sequence[st
     x = as_image_tensor(images)  # uint8 stays uint8 until it reaches the device
     dev = resolve_device(model, device)
     amp = (dev.type == "cuda") if amp is None else amp
-    ids = np.arange(x.shape[0]) if image_ids is None else np.asarray(image_ids)
-    if len(ids) != x.shape[0]:
-        raise TradeoffsError(f"image_ids has {len(ids)} entries for {x.shape[0]} images")
+    n = x.shape[0]
+    ids = np.arange(n) if image_ids is None else np.asarray(image_ids)
+    if len(ids) != n:
+        raise TradeoffsError(f"image_ids has {len(ids)} entries for {n} images")
+    out: dict[str, torch.Tensor] = {}
 
-    def compute(chunk: torch.Tensor, desc: str) -> xr.Dataset:
-        arrays = _run(model, chunk, layers, batch_size, dev, amp, pool, progress, desc)
-        return xr.Dataset({layer: (_dims(layer, a.ndim), a) for layer, a in arrays.items()})
+    def view(start: int, size: int) -> xr.Dataset:
+        return xr.Dataset({layer: (_dims(layer, t.ndim), t[start:start + size].numpy()) for layer, t in out.items()})
 
-    n, n_chunks = x.shape[0], (x.shape[0] + CHUNK - 1) // CHUNK
-    ds = None
+    def compute(start: int, chunk: torch.Tensor, desc: str) -> xr.Dataset:
+        _run(model, chunk, layers, batch_size, dev, amp, pool, progress, desc, out, start, n)
+        return view(start, chunk.shape[0])
+
+    n_chunks = (n + CHUNK - 1) // CHUNK
     for c, start in enumerate(range(0, n, CHUNK)):
         chunk = x[start:start + CHUNK]
         desc = f"{model.name} [{c + 1}/{n_chunks}]"
-        if cache:
-            key = results.content_key("features-v1", weights_key(model), chunk.contiguous(), layers, pool, bool(amp))
-            part = results.cached("features", key, lambda chunk=chunk, desc=desc: compute(chunk, desc))
-        else:
-            part = compute(chunk, desc)
-        if n_chunks == 1:
-            ds = part
-            break
-        if ds is None:  # one array per layer for all images, filled chunk by chunk (no concatenation copy)
-            ds = xr.Dataset({v: (a.dims, np.empty((n, *a.shape[1:]), a.dtype)) for v, a in part.data_vars.items()})
-        for v, a in part.data_vars.items():
-            ds[v].values[start:start + chunk.shape[0]] = a.values
-    ds = ds.assign_coords(image=ids)
+        if not cache:
+            compute(start, chunk, desc)
+            continue
+        key = results.content_key("features-v1", weights_key(model), chunk.contiguous(), layers, pool, bool(amp))
+        part = results.cached("features", key, lambda s=start, ch=chunk, d=desc: compute(s, ch, d))
+        for layer in layers:  # a fresh chunk is already in place; a cache hit is copied in, or taken as is if whole
+            a = part[layer].values
+            if layer not in out and len(a) == n:
+                out[layer] = torch.from_numpy(np.require(a, requirements="W"))
+            elif layer not in out:
+                out[layer] = _buffer(n, a.shape[1:], dev.type == "cuda")
+            dst = out[layer][start:start + len(a)].numpy()
+            if not np.shares_memory(dst, a):
+                dst[...] = a
+    ds = view(0, n).assign_coords(image=ids)
     ds.attrs = {"model": model.name, "layers": ",".join(layers), "pool": pool or "none", "amp": int(bool(amp)),
                 "device": str(dev)}
     return ds
