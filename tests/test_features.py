@@ -128,6 +128,22 @@ def test_nan_features_are_refused(resnet: models.Model, isolated: Path, monkeypa
         features.extract(resnet, _images(2), ["layer1"], device="cpu", cache=False, progress=False)
 
 
+def test_one_nan_is_caught_and_huge_finite_features_pass(resnet: models.Model, isolated: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NaN check is a running sum: one NaN in a later batch is caught, a sum that overflows is not an error."""
+    def one_nan(x, layers):
+        out = torch.ones((len(x), 3))
+        out[-1, 1] = float("nan") if x.shape[0] == 1 else 1.0  # only the last, 1-image batch
+        return {n: out for n in layers}
+
+    monkeypatch.setattr(resnet, "intermediates", one_nan)
+    with pytest.raises(TradeoffsError, match="NaN"):
+        features.extract(resnet, _images(5), ["layer1"], batch_size=2, device="cpu", cache=False, progress=False)
+    monkeypatch.setattr(resnet, "intermediates", lambda x, layers: {n: torch.full((len(x), 3), 3e38) for n in layers})
+    ds = features.extract(resnet, _images(5), ["layer1"], batch_size=2, device="cpu", cache=False, progress=False)
+    assert np.isfinite(ds["layer1"].values).all() and float(ds["layer1"].values.max()) == pytest.approx(3e38)
+
+
 def test_vit_tokens_and_cls_pool(isolated: Path) -> None:
     torch.manual_seed(0)
     vit = models.load("vit_tiny_patch16_224", weights="random")

@@ -117,12 +117,13 @@ def _run(model: Model, images: torch.Tensor, layers: list[str], batch_size: int,
          amp: bool, pool: Pool, progress: bool, desc: str, out: dict[str, torch.Tensor], offset: int,
          total: int) -> None:
     """Write the features of `images` into `out[layer][offset:]`, batch by batch; `out` arrays for `total` images are
-    allocated on first use. The NaN/inf check stays on the device until the chunk ends (no per-batch sync)."""
+    allocated on first use. NaN/inf is caught by a running sum kept on the device (one read of each batch, no sync);
+    only if that sum is not finite are the features checked element by element."""
     cuda = device.type == "cuda"
     module = model.module.to(device)
     if cuda:
         module = module.to(memory_format=torch.channels_last)
-    finite = torch.ones((), dtype=torch.bool, device=device)
+    total_sum = torch.zeros((), dtype=torch.float32, device=device)  # NaN/inf anywhere make it NaN/inf
     starts = range(0, images.shape[0], batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
         batch = images[start:start + batch_size]
@@ -136,18 +137,19 @@ def _run(model: Model, images: torch.Tensor, layers: list[str], batch_size: int,
             feats = model.intermediates(x, layers)
         for layer in layers:
             f = _pool(feats[layer], pool if layer != "logits" else None).float()
-            finite &= torch.isfinite(f).all()
+            total_sum += f.sum()
             if layer not in out:
                 out[layer] = _buffer(total, tuple(f.shape[1:]), cuda)
             at = offset + start
             out[layer][at:at + f.shape[0]].copy_(f, non_blocking=cuda)
     if cuda:
         torch.cuda.synchronize(device)
-    if not bool(finite):
+    if not torch.isfinite(total_sum):  # NaN/inf, or only a sum of large finite values overflowing
         part = slice(offset, offset + images.shape[0])
-        bad = next(layer for layer, t in out.items() if not torch.isfinite(t[part]).all())
-        raise TradeoffsError(f"{model.name} layer {bad!r} gave NaN/inf features; "
-                             "check the input range, or rerun with amp=False")
+        bad = [layer for layer, t in out.items() if not torch.isfinite(t[part]).all()]
+        if bad:
+            raise TradeoffsError(f"{model.name} layer {bad[0]!r} gave NaN/inf features; "
+                                 "check the input range, or rerun with amp=False")
 
 
 def extract(model: Model, images: np.ndarray | torch.Tensor, layers: Sequence[str], *, batch_size: int = 64,
