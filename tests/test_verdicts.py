@@ -36,3 +36,15 @@ def test_refuses_unknown_claim_and_empty_rows() -> None:
         verdicts.to_dataset("flat_earth", [_test(-1, 1)])
     with pytest.raises(TradeoffsError, match="no tests"):
         verdicts.to_dataset("inverted_u", [])
+
+
+def test_unchanged_rows_keep_the_stored_file(isolated: Path) -> None:
+    path = isolated / "results" / "inverted_u_verdict_smoke.nc"
+    verdicts.record("inverted_u", [_test(-0.8, -0.2), _test(float("nan"), float("nan"))], profile="smoke",
+                    parameters={})
+    before = path.stat().st_mtime_ns, path.read_bytes()
+    verdicts.record("inverted_u", [_test(-0.8, -0.2), _test(float("nan"), float("nan"))], profile="smoke",
+                    parameters={})
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == before, "identical rows rewrote the file"
+    changed = verdicts.record("inverted_u", [_test(-0.8, -0.1)], profile="smoke", parameters={})
+    assert float(changed.ci_high.item()) == -0.1 and path.read_bytes() != before[1]

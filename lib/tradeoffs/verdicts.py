@@ -57,11 +57,20 @@ def to_dataset(claim: str, tests: Sequence[Test]) -> xr.Dataset:
 
 
 def record(claim: str, tests: Sequence[Test], *, profile: str, parameters: dict[str, Any]) -> xr.Dataset:
-    """Store the verdict rows as `<claim>_verdict_<profile>.nc` and return them."""
-    ds = to_dataset(claim, tests)
-    results.save(ds, f"{claim}_verdict_{profile}", profile=profile, parameters=parameters, elapsed_s=0.0,
-                 tolerance={"rtol": 1e-3, "atol": 1e-3})
-    return results.load(f"{claim}_verdict_{profile}")
+    """Store the verdict rows as `<claim>_verdict_<profile>.nc` and return them.
+
+    A stored file with the same rows is kept as it is (with its provenance), so rerunning an unchanged notebook
+    leaves the results folder untouched.
+    """
+    ds, name = to_dataset(claim, tests), f"{claim}_verdict_{profile}"
+    try:
+        stored = results.load(name)
+    except TradeoffsError:
+        stored = None
+    if stored is None or not stored.equals(ds):
+        results.save(ds, name, profile=profile, parameters=parameters, elapsed_s=0.0,
+                     tolerance={"rtol": 1e-3, "atol": 1e-3})
+    return results.load(name)
 
 
 def overall(verdicts: Sequence[str]) -> str:
