@@ -192,6 +192,8 @@ def test_data_page_summarises_groups(fake_apis: None) -> None:
     assert "Online only: 1 file, downloaded" in cifar and r"use \<the\> archive" in cifar
     assert "Derived files" not in mvh
     assert "d00.csv" not in text, "files inside a sub-folder are summarised, not listed"
+    packaged = text.split("## Data inside Python packages", 1)[1].split("## Models", 1)[0]
+    assert "`sklearn.datasets.load_digits()`" in packaged and "AnyNetX subsets" in packaged
 
 
 def test_data_page_lists_models(fake_apis: None) -> None:

@@ -1,4 +1,4 @@
-"""Extraction benchmark: `python -m tradeoffs.bench [--device cpu|cuda] [--quick] [--threads N] [--out PATH]`.
+"""Extraction benchmark: `python -m tradeoffs.bench [--device cpu|cuda] [--quick] [--threads N] [--scale K]`.
 
 Every figure is measured in the same run and reported as a ratio to a plain timm forward pass (batched, on-device
 preprocessing, `inference_mode`), after warm-up, as the median over repeats with the spread (min-max).
@@ -59,7 +59,7 @@ class Plan:
 
 QUICK = Plan((Case("resnet18", "random", 64, 64, 32), Case("efficientnet_lite0", "pretrained", 224, 16, 16)),
              repeats=3, warmup=1, memory_model="resnet18", memory_size=64, memory_images=(100, 1000))
-# Sized for about 15 min on one CPU thread of a busy shared machine; on a GPU give more images with --scale.
+# About 2 min on one thread of an idle 2-core machine (7 min when other jobs share it); on a GPU use --scale.
 FULL = Plan((Case("resnet50", "random", 64, 64, 32), Case("resnet50", "random", 64, 64, 64),
              Case("resnet50", "random", 224, 16, 8), Case("efficientnet_lite0", "pretrained", 224, 32, 16),
              Case("vit_base_patch16_224", "random", 224, 4, 4)),

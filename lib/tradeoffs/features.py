@@ -164,7 +164,7 @@ def extract(model: Model, images: np.ndarray | torch.Tensor, layers: Sequence[st
     AMP (float16) and channels_last are used on CUDA by default; CPU runs in float32.
     Results are cached by content (weights, preprocessing, images, layers, options) in chunks, so a rerun
     recomputes nothing and an interrupted run resumes. Every batch is written straight into one array per layer
-    for all images (chunks stored to the cache are views of it), so memory beyond the output stays flat.
+    for all images (chunks stored to the cache are views of it), so the output is held once, never concatenated.
     """
     if batch_size < 1:
         raise TradeoffsError(f"batch_size must be >= 1; got {batch_size}")
