@@ -195,15 +195,15 @@ def test_damaged_cache_entry_is_recomputed(isolated: Path) -> None:
 
 # --- the statistic of the claim --------------------------------------------------------------------------------------
 
-def test_bootstrap_corr_diff_sign_and_pairing() -> None:
+def test_corr_diff_sign_and_pairing() -> None:
     rng = np.random.default_rng(0)
     target = rng.normal(size=(40, 2))
     close, unrelated = target.sum(1) + 0.3 * rng.normal(size=40), rng.normal(size=40)
-    up = stats.bootstrap_corr_diff(target, close, unrelated)
-    assert up["diff"] > 0.5 and 0 < up["ci_low"] < up["diff"] < up["ci_high"]
-    down = stats.bootstrap_corr_diff(target, unrelated, close)
-    assert down["diff"] == pytest.approx(-up["diff"]) and down["ci_high"] < 0
-    same = stats.bootstrap_corr_diff(target[:, 0], close, close)
-    assert same["diff"] == same["ci_low"] == same["ci_high"] == 0
+    up = stats.corr_diff(target, close, unrelated)
+    assert up["estimate"] > 0.5 and 0 < up["ci_low"] < up["estimate"] < up["ci_high"]
+    down = stats.corr_diff(target, unrelated, close)
+    assert down["estimate"] == pytest.approx(-up["estimate"]) and down["ci_high"] < 0
+    same = stats.corr_diff(target[:, 0], close, close)
+    assert same["estimate"] == 0 and np.isnan(same["ci_low"]), "a collapsed interval is NaN, never a point"
     with pytest.raises(TradeoffsError):
-        stats.bootstrap_corr_diff(target, close[:10], unrelated)
+        stats.corr_diff(target, close[:10], unrelated)

@@ -229,10 +229,8 @@ def test_data_page_from_real_registry_and_models() -> None:
 
 # --- verdicts and reproducibility pages -------------------------------------------------------------------------
 
-def _verdict_test(name: str, lo: float, hi: float, p: float = float("nan")) -> verdicts.Test:
-    return verdicts.Test(name=name, statistic="Spearman rho", estimate=(lo + hi) / 2, ci_low=lo, ci_high=hi,
-                         expected_sign=-1, n=11, setting="offline proxy: 11 models, not 84", p=p,
-                         paper="rho = -0.84 (Fel et al. 2022, Fig. 3)")
+def _measured(lo: float, hi: float, n: int = 300, p: float = float("nan"), **gates: float) -> verdicts.Measured:
+    return verdicts.Measured((lo + hi) / 2, lo, hi, n, p, "test interval", gates)
 
 
 def summary_rows(text: str) -> list[list[str]]:
@@ -260,7 +258,7 @@ def test_duration(seconds: float, text: str) -> None:
 def test_verdicts_page_says_not_yet_run(tmp_path: Path) -> None:
     text = bookpages.verdicts_text(tmp_path, directory=tmp_path)
     rows = summary_rows(text)
-    assert [r[0] for r in rows] == [bookpages.TITLES[c] for c in verdicts.CLAIMS]
+    assert [r[0] for r in rows] == [bookpages.TITLES[c] for c in bookpages.CLAIMS]
     assert all(r[1] == "{bdg-muted}`not yet run`" and r[3] == "—" and r[4] == "—" for r in rows)
     assert "(0 of 5 claims run so far)" in text
     assert text.count("Not yet run: no verdict is stored") == 5
@@ -268,30 +266,28 @@ def test_verdicts_page_says_not_yet_run(tmp_path: Path) -> None:
 
 
 def test_verdicts_page_from_stored_rows(tmp_path: Path, isolated: Path) -> None:
-    verdicts.record("human_alignment", [_verdict_test("shape bias", -0.8, -0.2, p=0.0123),
-                                        _verdict_test("error consistency", -0.4, 0.3)],
+    verdicts.record("human_alignment", {"serre_table": _measured(-0.8, -0.2, enough_n=300),
+                                        "shape_bias": _measured(-0.4, 0.3, n=11, p=0.0123, enough_n=11),
+                                        "cifar10h": _measured(-0.4, 0.9, n=4, enough_n=4)},
                     profile="default", parameters={})
-    paper_setting = dataclasses.replace(_verdict_test("vertex", 0.1, 0.3), setting="paper's setting: Table 1")
-    verdicts.record("inverted_u", [paper_setting, _verdict_test("slope", 0.2, 0.4)], profile="default", parameters={})
-    verdicts.record("inverted_u", [_verdict_test("vertex", -0.3, -0.1)], profile="full", parameters={})
+    verdicts.record("inverted_u", {"cifar10h_beyond": _measured(-0.3, -0.1, enough_n=20, no_gap=30)},
+                    profile="default", parameters={})
     make_tree(tmp_path, ["book/executed/inverted_u.ipynb"])
     text = bookpages.verdicts_text(tmp_path, directory=isolated / "results")
     rows = {r[0]: r for r in summary_rows(text)}
     human, inverted = rows["Human alignment"], rows["[Inverted U](executed/inverted_u.ipynb)"]
-    assert human[1] == "{bdg-info}`mixed` (1 inconclusive here, 1 supported)"
-    assert human[2].endswith("{cite:p}`fel2022` Reported: rho = -0.84 (Fel et al. 2022, Fig. 3).")
-    assert human[3] == "Spearman rho = -0.50 [-0.80, -0.20], n = 11 (1 of 2 tests; all below)"
-    assert human[4] == "offline proxy"
-    assert inverted[1] == "{bdg-danger}`not supported`" and "(1 of 2 tests; all below)" in inverted[3]
-    assert inverted[4] == "paper's setting; offline proxy"
+    assert human[1] == "{bdg-success}`supported`", "the primary test alone decides"
+    assert human[3].startswith("Spearman(top-1, ClickMe alignment) beyond an optimum") and "n = 300" in human[3]
+    assert human[4] == "claimants' data, re-analysed"
+    assert inverted[1] == "{bdg-secondary}`not testable here`", "a failed gate takes the badge away"
     assert "(2 of 5 claims run so far)" in text
     section = text.split("### Human alignment", 1)[1].split("###", 1)[0]
-    assert "| error consistency | Spearman rho | -0.05 [-0.40, 0.30] | 11 | — | {bdg-warning}`inconclusive here` |" \
-        in section
-    assert "| 0.012 |" in section and "Setting here: offline proxy: 11 models, not 84." in section
+    assert "Cited, not tested:" in section and "{bdg-muted}`not run in this profile`" in section
+    assert "| 0.012 |" in section, "one judged secondary row: Holm leaves its p as it is"
+    assert "{bdg-secondary}`not testable here`" in section, "4 CIFAR models fail the n gate"
     assert "`python -m tradeoffs.run" not in section
-    full = text.split("### Inverted U", 1)[1].split("###", 1)[0]
-    assert "With the `full` profile (the papers' setting): {bdg-success}`supported`" in full
+    gap = text.split("### Inverted U", 1)[1].split("###", 1)[0]
+    assert "accuracy points; at most 10): 30 (fails)" in gap and "consistent with the paper's -0.84" not in gap
 
 
 def test_verdicts_page_refuses_a_damaged_file(tmp_path: Path) -> None:
@@ -401,12 +397,10 @@ def stand_in_notebook(path: Path) -> None:
 
 def stand_in_verdict(directory: Path) -> None:
     """A verdict file for the stand-in page (only used where no human_alignment verdict is stored)."""
-    tests = [verdicts.Test(name="stand-in test of the book build", statistic="Spearman rho", estimate=-0.5,
-                           ci_low=-0.8, ci_high=-0.2, expected_sign=-1, n=11, setting="offline proxy: stand-in",
-                           paper="stand-in number (Fel et al. 2022)")]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRADEOFFS_RESULTS", str(directory))
-        verdicts.record("human_alignment", tests, profile="default", parameters={"stand_in": True})
+        verdicts.record("human_alignment", {"serre_table": _measured(-0.8, -0.2, n=11, enough_n=11)},
+                        profile="default", parameters={"stand_in": True})
 
 
 _BUILT: list[Built] = []
@@ -483,8 +477,8 @@ def test_verdicts_page_lists_every_claim(built_book: Path) -> None:
     page = (built_book / "book" / "verdicts.html").read_text(encoding="utf-8")
     summary = page.split("<table", 1)[1].split("</table>", 1)[0]
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", summary.split("<tbody", 1)[1], flags=re.DOTALL)
-    assert len(rows) == len(verdicts.CLAIMS)
-    for row, claim in zip(rows, verdicts.CLAIMS):
+    assert len(rows) == len(bookpages.CLAIMS)
+    for row, claim in zip(rows, bookpages.CLAIMS):
         assert bookpages.TITLES[claim] in row
         assert "sd-badge" in row, "the verdict badge did not render"
     assert "bd-sidebar-secondary" not in page, "the generated pages use the full width"

@@ -341,12 +341,10 @@ def test_math_renders(visits: dict[str, Visit]) -> None:
 
 @in_browser
 def test_verdicts_page_lists_every_claim(site: Site, visits: dict[str, Visit]) -> None:
-    from tradeoffs import verdicts
-
     assert "book/verdicts" in site.pages
     assert (SCREENSHOTS / "verdicts.png").is_file()
     text = (site.html / "book" / "verdicts.html").read_text(encoding="utf-8")
-    for claim in verdicts.CLAIMS:
+    for claim in bookpages.CLAIMS:
         assert bookpages.TITLES[claim] in text
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tradeoffs import data, metrics, models, observers, results, stats
+from tradeoffs import claims, data, metrics, models, observers, results
 from tradeoffs.errors import TradeoffsError
 
 PROFILE = "default"
@@ -73,14 +73,10 @@ def test_stored_harmonization_reproduces_the_paper_side_check():
     assert lo <= float(ds["quadratic_vertex_x"]) <= hi
 
 
-def test_stored_verdict_rows_follow_the_rule():
+def test_stored_verdict_declares_every_test():
     ds = stored("verdict")
-    assert ds.sizes["test"] >= 4
-    assert list(ds["expected_sign"].values[:4]) == [-1, -1, -1, 1]
-    for t in ds["test"].values:
-        row = ds.sel(test=t)
-        want = stats.verdict(float(row.ci_low), float(row.ci_high), int(row.expected_sign))
-        assert row["verdict"].item() == want
+    assert list(ds["test"].values) == [t.id for t in claims.claim("human_alignment").tests]
+    assert int(ds["primary"].sum()) == 1 and ds.attrs["primary_test"] == "serre_table"
 
 
 @pytest.mark.data

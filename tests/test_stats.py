@@ -31,7 +31,7 @@ def test_correlation_spearman_and_kendall(xy):
     x, y = xy
     assert S.correlation(x, y, "spearman")["r"] == pytest.approx(spearmanr(x, y).statistic)
     res = S.correlation(x, y, "kendall")
-    assert res["r"] == pytest.approx(kendalltau(x, y).statistic) and res["ci_method"] == "bootstrap percentile"
+    assert res["r"] == pytest.approx(kendalltau(x, y).statistic) and res["ci_method"] == "Fieller z"
     assert res["ci_low"] < res["r"] < res["ci_high"]
     with pytest.raises(TradeoffsError, match="spearman"):
         S.correlation(x, y, "spearmann")
@@ -44,14 +44,6 @@ def test_correlation_refuses_bad_input():
         S.correlation([1, 2, np.nan, 4], [1, 2, 3, 4])
     with pytest.raises(TradeoffsError, match="at least 3"):
         S.correlation([1, 2], [1, 2])
-
-
-def test_bootstrap_correlation_is_seeded_and_covers_r(xy):
-    x, y = xy
-    a, b = S.bootstrap_correlation(x, y, "spearman", seed=3), S.bootstrap_correlation(x, y, "spearman", seed=3)
-    assert a == b and a["ci_low"] < a["r"] < a["ci_high"] and a["n_boot"] == 2000
-    assert S.bootstrap_correlation(x, y, "spearman", seed=4)["ci_low"] != a["ci_low"]
-    assert S.bootstrap_correlation(x, -x + 0.5 * y)["ci_high"] < 0
 
 
 def test_rowwise_kendall_equals_scipy_tau_b_with_ties():
@@ -106,32 +98,7 @@ def test_quadratic_fit_refuses_too_few_distinct_x():
         S.quadratic_fit([1, 1, 2, 2], [1, 2, 3, 4])
 
 
-# ------------------------------------------------------------------ permutation tests
-
-def test_permutation_test_detects_a_large_difference_and_not_a_zero_one():
-    rng = np.random.default_rng(0)
-    x1, x2 = rng.normal(size=30), rng.normal(size=30)
-    big = S.permutation_test_corr_diff(x1, x1 + 0.3 * rng.normal(size=30), x2, -x2 + 0.3 * rng.normal(size=30))
-    assert big["diff"] > 1.5 and big["p"] < 0.001
-    assert big["p"] >= 1 / 5001  # never 0
-    y1, y2 = 0.5 * x1 + rng.normal(size=30), 0.5 * x2 + rng.normal(size=30)
-    same = S.permutation_test_corr_diff(x1, y1, x2, y2)
-    assert same["p"] > 0.2
-    assert S.permutation_test_corr_diff(x1, y1, x2, y2, method="spearman", n_perm=500)["p"] > 0.2
-
-
-def test_paired_permutation_test():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=40)
-    strong, none = x + 0.3 * rng.normal(size=40), rng.normal(size=40)
-    res = S.permutation_test_corr_diff_paired(x, strong, none)
-    assert res["diff"] == pytest.approx(pearsonr(x, strong)[0] - pearsonr(x, none)[0]) and res["p"] < 0.001
-    a, b = x + rng.normal(size=40), x + rng.normal(size=40)
-    assert S.permutation_test_corr_diff_paired(x, a, b)["p"] > 0.2
-    assert S.permutation_test_corr_diff_paired(x, strong, none, method="kendall", n_perm=500)["p"] < 0.01
-
-
-# ------------------------------------------------------------------ verdict
+# ------------------------------------------------------------------ the verdict rule
 
 @pytest.mark.parametrize("lo, hi, sign, expected", [
     (0.1, 0.5, 1, "supported"),
@@ -152,3 +119,128 @@ def test_verdict_refuses():
         S.verdict(0.1, 0.2, 0)
     with pytest.raises(TradeoffsError, match="in order"):
         S.verdict(0.3, 0.2, 1)
+
+
+# ------------------------------------------------------------------ intervals that cover, p values that are calibrated
+
+def test_spearman_ci_uses_the_bonett_wright_se():
+    res = S.correlation(np.arange(11.0), np.array([1, 3, 2, 5, 4, 6, 8, 7, 9, 11, 10.0]), "spearman")
+    r = spearmanr(np.arange(11.0), [1, 3, 2, 5, 4, 6, 8, 7, 9, 11, 10.0]).statistic
+    half = norm.ppf(0.975) * np.sqrt((1 + r ** 2 / 2) / 8)
+    assert res["ci_low"] == pytest.approx(np.tanh(np.arctanh(r) - half))
+    assert res["ci_high"] == pytest.approx(np.tanh(np.arctanh(r) + half))
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman", "kendall"])
+def test_perfect_and_constant_correlations_have_no_interval(method):
+    perfect = S.correlation([1, 2, 3], [2, 4, 9], method)
+    assert np.isnan(perfect["ci_low"]) and np.isnan(perfect["ci_high"])
+    assert S.verdict(perfect["ci_low"], perfect["ci_high"], 1) == "inconclusive here"
+    assert np.isnan(S.correlation([1, 2, 3, 4], [5, 5, 5, 5], method)["ci_low"])
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman", "kendall"])
+def test_exact_p_equals_scipy_over_every_permutation(method):
+    from scipy.stats import permutation_test
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=7), rng.normal(size=7)
+    stat = {"pearson": lambda a: abs(pearsonr(x, a).statistic), "spearman": lambda a: abs(spearmanr(x, a).statistic),
+            "kendall": lambda a: abs(kendalltau(x, a).statistic)}[method]  # two-sided: P(|r_perm| >= |r_obs|)
+    ref = permutation_test((y,), stat, permutation_type="pairings", n_resamples=np.inf,
+                           alternative="greater").pvalue
+    assert S.exact_permutation_p(x, y, method) == pytest.approx(ref)
+    assert S.correlation(x, y, method)["p"] == pytest.approx(ref)
+
+
+def test_holm_matches_statsmodels_and_skips_nan():
+    from statsmodels.stats.multitest import multipletests
+
+    p = [0.01, np.nan, 0.04, 0.03]
+    out = S.holm(p)
+    assert np.isnan(out[1]) and out[[0, 2, 3]] == pytest.approx(multipletests([0.01, 0.04, 0.03], method="holm")[1])
+
+
+def _coverage(draw, truth: float, interval, reps: int) -> float:
+    hits = 0
+    for seed in range(reps):
+        lo, hi = interval(*draw(np.random.default_rng(seed)))
+        hits += lo <= truth <= hi
+    return hits / reps
+
+
+@pytest.mark.parametrize("n", [10, 30])
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+def test_correlation_ci_covers(n, method):
+    rho = 0.5
+    cov = np.array([[1, rho], [rho, 1]])
+    truth = rho if method == "pearson" else 6 / np.pi * np.arcsin(rho / 2)  # Spearman's rho of a bivariate normal
+    cover = _coverage(lambda rng: rng.multivariate_normal([0, 0], cov, n).T, truth,
+                      lambda x, y: S.correlation_ci((pearsonr if method == "pearson" else spearmanr)(x, y).statistic,
+                                                    n, method),
+                      reps=400 if n == 10 else 300)
+    assert cover >= 0.93, f"{method} CI covers {cover:.3f} at n = {n}"
+
+
+@pytest.mark.parametrize("n", [10, 30])
+def test_bca_bootstrap_covers_a_mean_and_a_correlation_difference(n):
+    def mean_ci(values):
+        r = S.bootstrap(lambda idx: values[idx].mean(1), len(values), n_boot=1000)
+        return r["ci_low"], r["ci_high"]
+
+    cover = _coverage(lambda rng: (rng.exponential(size=n),), 1.0, mean_ci, reps=500)
+    assert cover >= 0.93, f"BCa covers the mean of a skewed sample {cover:.3f} at n = {n}"
+
+    def diff_ci(t, a, b):
+        r = S.corr_diff(t, a, b, method="pearson", n_boot=1000)
+        return r["ci_low"], r["ci_high"]
+
+    def draw(rng):
+        t = rng.normal(size=n)
+        return t, 0.8 * t + 0.6 * rng.normal(size=n), 0.4 * t + np.sqrt(0.84) * rng.normal(size=n)
+
+    cover = _coverage(draw, 0.4, diff_ci, reps=500)
+    assert cover >= 0.93, f"BCa covers a difference of correlations {cover:.3f} at n = {n}"
+
+
+def test_cluster_bootstrap_is_wider_than_pretending_cells_are_independent():
+    rng = np.random.default_rng(0)
+    clusters = np.repeat(np.arange(8), 5)
+    values = rng.normal(size=8)[clusters] + 0.1 * rng.normal(size=40)
+    clustered = S.cluster_mean(values, clusters)
+    naive = S.mean_ci(values)
+    assert clustered["n"] == 8 and clustered["n_cells"] == 40
+    assert clustered["ci_high"] - clustered["ci_low"] > 2 * (naive["ci_high"] - naive["ci_low"])
+
+
+def test_permutation_p_values_are_calibrated():
+    rng = np.random.default_rng(0)
+    exact = [S.exact_permutation_p(rng.normal(size=7), rng.normal(size=7)) for _ in range(400)]
+    assert 0.02 <= np.mean(np.array(exact) < 0.05) <= 0.08
+    flip = [S.paired_difference(rng.normal(size=12), rng.normal(size=12), n_boot=200, n_perm=500, seed=i)["p"]
+            for i in range(300)]
+    assert 0.02 <= np.mean(np.array(flip) < 0.05) <= 0.08
+
+
+def test_mean_ci_and_held_out_gain():
+    assert np.isnan(S.mean_ci([2, 2, 2])["ci_low"]) and np.isnan(S.mean_ci([1.0])["ci_high"])
+    t = S.mean_ci([1.0, 2.0, 3.0])
+    assert (t["ci_low"], t["ci_high"]) == pytest.approx((2 - 4.302653 / np.sqrt(3), 2 + 4.302653 / np.sqrt(3)), rel=1e-5)
+    acc = np.tile(np.linspace(0, 1, 6)[None, :, None], (4, 1, 2))  # accuracy peaks at the last epoch
+    early = np.tile(np.array([0, 1, 5, 1, 0, 0.0])[None, :, None], (4, 1, 2))  # the measure peaks at epoch 2
+    assert S.held_out_gain(early, acc) == pytest.approx([5, 5, 5, 5])
+    noisy = np.random.default_rng(0).normal(size=(400, 6, 2))
+    assert abs(S.held_out_gain(noisy, np.tile(acc[:1], (400, 1, 1))).mean()) < 0.1, "noise on a flat curve gives no held-out gain"
+    assert S.late_change(np.array([[0.1, 0.5, 0.60, 0.61, 0.6, 0.605]]), last=4) == pytest.approx(0.01)
+
+
+def test_split_optimum_and_slope_at_top():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, 80)
+    y = -(x - 0.4) ** 2 + 0.02 * rng.normal(size=80)
+    split = S.beyond_optimum_split(x, y, seed=1)
+    assert 0.3 < split["optimum"] < 0.5 and split["r"] < -0.8 and split["n"] > 10
+    assert S.slope_at_top(x, y)["ci_high"] < 0
+    assert S.slope_at_top(x, -y)["ci_low"] > 0
+    assert S.largest_gap([0.1, 0.4, 0.45]) == pytest.approx(0.3)
+    assert S.n_to_detect(0.7) == 10 and S.heterogeneity([0.5, 0.5], [20, 20])["I2"] == 0

@@ -59,7 +59,8 @@ SOURCE_NOTEBOOKS = "notebooks"  # their tracked sources
 # The papers each claim comes from (keys of book/references.bib).
 CITES = {"human_alignment": ("fel2022",), "inverted_u": ("kumar2022", "gunther2023"), "early_stopping": ("kumar2022",),
          "dataset_correlation": ("kornblith2019",), "anynetx_subsets": ("tuggener2022",)}
-BADGES = {"supported": "success", "not supported": "danger", "inconclusive here": "warning", "not yet run": "muted"}
+BADGES = {"supported": "success", "not supported": "danger", "inconclusive here": "warning", "not yet run": "muted",
+          "not testable here": "secondary", "not run in this profile": "muted"}
 # Front matter of the generated pages: no right-hand "Contents" column, so their tables get the page's width.
 WIDE_PAGE = ("---", "html_theme.sidebar_secondary.remove: true", "---")
 
@@ -299,11 +300,8 @@ def interval(estimate: float, low: float, high: float) -> str:
     return f"{estimate:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]"
 
 
-def _badge(verdict: str, tests: pd.DataFrame | None = None) -> str:
-    """A coloured verdict badge; a mixed verdict is one short badge followed by its tests' verdicts, counted."""
-    if verdict.startswith("mixed") and tests is not None:
-        counts = Counter(tests["verdict"])
-        return "{bdg-info}`mixed` (" + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + ")"
+def _badge(verdict: str) -> str:
+    """A coloured outcome badge."""
     return f"{{bdg-{BADGES.get(verdict, 'info')}}}`{verdict}`"
 
 
@@ -327,102 +325,115 @@ def _date(attrs: dict[str, Any]) -> str:
 
 
 def _stored_verdict(claim: str, profile: str, directory: Path) -> xr.Dataset | None:
-    """The stored verdict rows, None when not yet run; a damaged file stops the build with what to do."""
-    from . import results
+    """The stored verdict file, None when not yet run; a damaged file stops the build with what to do."""
+    from . import claims, results
 
-    name = f"{claim}_verdict_{profile}"
+    name = claims.result_name(claim, "verdict", profile)
     return results.load(name, directory) if (directory / f"{name}.nc").exists() else None
-
-
-def _tests(ds: xr.Dataset) -> pd.DataFrame:
-    """The verdict rows of one claim as a DataFrame (one row per test, in stored order)."""
-    return ds.to_dataframe().reset_index()
 
 
 def _unique(values: Iterable[Any]) -> list[str]:
     return list(dict.fromkeys(str(v) for v in values if str(v)))
 
 
-def _headline(rows: pd.DataFrame) -> str:
-    """The first test (the notebook's headline): statistic, estimate with 95% CI, n; and how many more there are."""
-    t = rows.iloc[0]
-    text = f"{_esc(t['statistic'])} = {interval(t['estimate'], t['ci_low'], t['ci_high'])}, n = {int(t['n'])}"
-    return text + (f" (1 of {len(rows)} tests; all below)" if len(rows) > 1 else "")
+def _estimate(t: pd.Series) -> str:
+    """`estimate [low, high], n = N`, or why there is none."""
+    if not math.isfinite(float(t["estimate"])):
+        return "not measured"
+    if not (math.isfinite(float(t["ci_low"])) and math.isfinite(float(t["ci_high"]))):
+        return f"{float(t['estimate']):.3g} (no interval), n = {int(t['n'])}"
+    return f"{interval(t['estimate'], t['ci_low'], t['ci_high'])}, n = {int(t['n'])}"
 
 
-def _setting_label(settings: Sequence[str]) -> str:
-    """Short setting for the table: each distinct text before a first colon ("offline proxy", "paper's setting")."""
-    return "; ".join(_esc(s) for s in _unique(s.split(":", 1)[0].strip() for s in settings)) or "—"
+def _provenance_warning(attrs: dict[str, Any]) -> list[str]:
+    """A prominent note when a result was computed from a tree with uncommitted changes."""
+    if int(attrs.get("git_dirty", 0)) == 0 and attrs.get("git_commit", "unknown") != "unknown":
+        return []
+    return [":::{warning}", f"Computed from a working tree with uncommitted changes (at commit "
+            f"`{str(attrs.get('git_commit', 'unknown'))[:7]}`): rerun from a clean checkout before citing it.", ":::", ""]
 
 
 def verdict_rows(root: Path, profile: str = "default", directory: Path | None = None) -> list[dict[str, Any]]:
-    """One dict per claim (verdicts.CLAIMS order): claim text, overall verdict, its tests (None if not run)."""
-    from . import verdicts
+    """One dict per claim (book order): the declared claim, its stored verdict file (None if not run)."""
+    from . import claims
 
     directory = results_dir(root) if directory is None else Path(directory)
     rows = []
-    for claim, text in verdicts.CLAIMS.items():
+    for claim in CLAIMS:
         ds = _stored_verdict(claim, profile, directory)
-        tests = None if ds is None else _tests(ds)
-        rows.append({"claim": claim, "text": text, "tests": tests, "attrs": {} if ds is None else dict(ds.attrs),
-                     "verdict": "not yet run" if tests is None else verdicts.overall(list(tests["verdict"]))})
+        rows.append({"claim": claim, "declared": claims.claim(claim), "ds": ds,
+                     "tests": None if ds is None else ds.drop_dims("gate").to_dataframe().reset_index(),
+                     "attrs": {} if ds is None else dict(ds.attrs),
+                     "verdict": "not yet run" if ds is None else str(ds.attrs["verdict"])})
     return rows
 
 
 def _verdict_details(root: Path, row: dict[str, Any], profile: str, directory: Path) -> list[str]:
-    """One claim's section: the claim, the paper's numbers, the setting, every test, where it is stored."""
-    claim, tests = row["claim"], row["tests"]
-    lines = [f"### {TITLES[claim]}", "", f"{_esc(row['text'])} {_cite(claim)}", ""]
-    if tests is None:
+    """One claim's section: the claim, the papers' numbers, the primary test with its gates, the secondary tests."""
+    from . import verdicts
+
+    claim, declared, ds, tests = row["claim"], row["declared"], row["ds"], row["tests"]
+    lines = [f"### {TITLES[claim]}", "", f"{_esc(declared.text)} {_cite(claim)}", ""]
+    lines += ["The papers' numbers: " + "; ".join(f"{_esc(n)} ({_esc(s)})" for n, s in declared.paper_numbers) + ".",
+              ""]
+    lines += [f"*Cited, not tested:* {_esc(u)}" for u in declared.untested] + ([""] if declared.untested else [])
+    if ds is None:
         return lines + [f"Not yet run: no verdict is stored for the `{profile}` profile. Run "
                         f"`python -m tradeoffs.run --profile {profile} --only {claim}`.", ""]
-    chapter = f" (see the chapter: {_link(root, claim)})" if _executed(root, claim) else ""
-    lines += [f"- Verdict: {_badge(row['verdict'], tests)}{chapter}",
-              "- The paper: " + "; ".join(_esc(p) for p in _unique(tests["paper"])) + ".",
-              "- Setting here: " + "; ".join(_esc(s) for s in _unique(tests["setting"])) + ".",
+    lines += _provenance_warning(row["attrs"])
+    primary = tests[tests["primary"].astype(bool)].iloc[0]
+    chapter = f" (chapter: {_link(root, claim)})" if _executed(root, claim) else ""
+    gates = [f"{_esc(g['description'])}: {g['measured']:.3g} ({'passes' if g['passed'] else 'fails'})"
+             if math.isfinite(g["measured"]) else f"{_esc(g['description'])}: not available (fails)"
+             for g in verdicts.gates_of(ds, str(primary["test"]))]
+    lines += [f"- **Primary test** (declared before the results): {_esc(primary['name'])} → "
+              f"{_badge(str(primary['outcome']))}{chapter}",
+              f"- {_esc(primary['statistic'])}: {_estimate(primary)}"
+              + (f"; {_esc(primary['consistency'])}" if primary["consistency"] else ""),
+              *(["- Validity gates: " + "; ".join(gates)] if gates else []),
+              f"- Setting: {_esc(primary['setting'])}" + (f": {_esc(primary['difference'])}"
+                                                         if primary["difference"] else "") + ".",
               f"- Stored in `{claim}_verdict_{profile}.nc`, computed at commit "
               f"`{str(row['attrs'].get('git_commit', 'unknown'))[:7]}` on {_date(row['attrs'])} "
               "(see [Reproducibility](reproducibility.md)).", ""]
-    table = [(_esc(t["test"]), _esc(t["statistic"]), interval(t["estimate"], t["ci_low"], t["ci_high"]), int(t["n"]),
-              "" if pd.isna(t["p"]) else f"{float(t['p']):.2g}", _badge(t["verdict"])) for _, t in tests.iterrows()]
-    lines += _table(("Test", "Statistic", "Estimate [95% CI]", "n", "p", "Verdict"), table) + [""]
-    full = _stored_verdict(claim, "full", directory) if profile != "full" else None
-    if full is not None:
-        from . import verdicts
-
-        full_tests = _tests(full)
-        lines += [f"With the `full` profile (the papers' setting): "
-                  f"{_badge(verdicts.overall(list(full_tests['verdict'])), full_tests)}, {_headline(full_tests)}.", ""]
+    rest = tests[~tests["primary"].astype(bool)]
+    if len(rest):
+        lines += ["Secondary evidence (never voted; p adjusted by Holm over the judged rows):", ""]
+        table = [(_esc(t["name"]), _estimate(t), "" if pd.isna(t["p_holm"]) else f"{float(t['p_holm']):.2g}",
+                  _esc(t["consistency"]), _badge(str(t["outcome"]))) for _, t in rest.iterrows()]
+        lines += _table(("Test", "Estimate [95% CI]", "Holm p", "Against the paper", "Outcome"), table) + [""]
     return lines
 
 
 def verdicts_text(root: Path, profile: str = "default", directory: Path | None = None) -> str:
-    """The verdicts page: a summary table (one row per claim) and a section per claim with every test."""
+    """The verdicts page: each claim's primary outcome first (one row per claim), then every declared test."""
     directory = results_dir(root) if directory is None else Path(directory)
     rows = verdict_rows(root, profile, directory)
     summary = []
     for row in rows:
         tests = row["tests"]
-        paper = "" if tests is None else "; ".join(_esc(p) for p in _unique(tests["paper"][:1]))
-        summary.append((_link(root, row["claim"]), _badge(row["verdict"], tests),
-                        f"{_esc(row['text'])} {_cite(row['claim'])}" + (f" Reported: {paper}." if paper else ""),
-                        "" if tests is None else _headline(tests),
-                        "" if tests is None else _setting_label(list(tests["setting"]))))
+        primary = None if tests is None else tests[tests["primary"].astype(bool)].iloc[0]
+        summary.append((_link(root, row["claim"]), _badge(row["verdict"]),
+                        f"{_esc(row['declared'].text)} {_cite(row['claim'])}",
+                        "" if primary is None else f"{_esc(primary['name'])}: {_estimate(primary)}",
+                        "" if primary is None else _esc(primary["setting"])))
     run = sum(r["tests"] is not None for r in rows)
     lines = [*WIDE_PAGE,
              f"% Generated by `python -m tradeoffs.bookpages` from {directory.name}/*_verdict_{profile}.nc; "
              "do not edit.",
              "# Verdicts", "",
-             f"Each claim as its notebook decided it with the `{profile}` profile ({run} of {len(rows)} claims run so "
-             "far). \"Our result\" is the headline test; every test is listed below the table.", "",
-             *_table(("Claim", "Verdict", "The paper's claim and number", "Our result (95% CI)", "Setting"), summary),
+             f"Each claim's verdict is the outcome of its **primary test**, the test closest to the paper's setting "
+             f"that the `{profile}` profile runs, declared in `tradeoffs.claims` before any result was seen "
+             f"({run} of {len(rows)} claims run so far). Other tests are secondary evidence, listed below, never "
+             "voted.", "",
+             *_table(("Claim", "Verdict", "The claim", "Primary test: estimate [95% CI]", "Setting"), summary),
              "",
-             "The rule is the same on every page: a claim is **supported** when the 95% confidence interval of its "
-             "effect excludes zero in the claimed direction, **not supported** when it excludes zero in the opposite "
-             "direction, and **inconclusive here** otherwise. A claim whose tests disagree is *mixed*. \"Offline "
-             "proxy\" means the test uses the models and human data available offline instead of the paper's own; "
-             "each chapter says in one sentence how the two differ. The `full` profile runs the papers' setting on a "
-             "GPU.", "",
+             "A test may decide only if its **validity gates** pass (for example: networks trained to a plateau, "
+             "a source above chance, enough points, no gap in the accuracy axis); otherwise it is **not testable "
+             "here**, with the measured value. Then the rule is the same on every page: **supported** when the 95% "
+             "confidence interval excludes zero in the claimed direction, **not supported** when it excludes zero in "
+             "the opposite direction, **inconclusive here** otherwise or when the interval is undefined. Where the "
+             "paper gives the same statistic, a second line says whether its value lies inside our interval.", "",
              "## Every test", ""]
     for row in rows:
         lines += _verdict_details(root, row, profile, directory)

@@ -24,6 +24,7 @@ from .errors import TradeoffsError
 
 SCHEMA_VERSION = 1
 PROFILES = ("smoke", "default", "full")
+OUTPUTS = (":!data/results", ":!book/executed")  # what a run writes: not a change of the code that computes it
 _VERSIONED = ("tradeoffs", "torch", "torchvision", "timm", "numpy", "xarray", "pandas", "pingouin", "statsmodels", "ai-edge-litert")
 
 
@@ -99,7 +100,7 @@ def provenance(profile: str, parameters: dict[str, Any], elapsed_s: float, input
     return {
         "schema_version": SCHEMA_VERSION,
         "git_commit": _git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": int(bool(_git("status", "--porcelain", "--untracked-files=no"))),
+        "git_dirty": int(bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", *OUTPUTS))),
         "profile": profile,
         "parameters": json.dumps(parameters, sort_keys=True, default=str),
         "versions": json.dumps(versions(), sort_keys=True),

@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+from .claims import CLAIMS
 from .errors import TradeoffsError
 from .results import PROFILES, compare, load, repo_root, stored_names
 
 # Execution order: early_stopping trains the checkpoints others score; inverted_u reads human_alignment's results.
-ORDER = ("early_stopping", "human_alignment", "inverted_u", "dataset_correlation", "anynetx_subsets", "performance")
+ORDER = (*CLAIMS, "performance")
 
 
 def notebooks(source: Path) -> list[str]:

@@ -1,98 +1,229 @@
-"""Each claim's verdict rows, stored beside its results so the book's summary is generated, never typed."""
+"""Outcomes of the declared tests (`tradeoffs.claims`), stored beside each claim's results.
+
+A notebook measures; this module judges. For every declared test: a gate that fails gives **not testable here**
+(with the measured value); a test the profile does not run gives **not run in this profile**; an interval that is
+undefined or collapsed gives **inconclusive here**; otherwise `stats.verdict` decides. Where the paper gives the same
+statistic, a second line says whether its value lies inside our CI. The claim's verdict is its primary test's
+outcome; secondary tests carry Holm-adjusted p values and never vote.
+"""
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import results, stats
+from . import claims, stats
 from .errors import TradeoffsError
+from .results import load, save
 
-CLAIMS = {
-    "human_alignment": "Past a point, more accurate ImageNet models are less aligned with human visual strategies.",
-    "inverted_u": "Beyond an optimum, higher ImageNet accuracy gives worse perceptual similarity scores.",
-    "early_stopping": "The best perceptual / human-aligned checkpoint comes before the most accurate one.",
-    "dataset_correlation": "ImageNet accuracy predicts accuracy on other datasets.",
-    "anynetx_subsets": "Across AnyNetX architectures, ImageNet subsets with fewer classes correlate better with other datasets.",
-}
+NOT_TESTABLE = "not testable here"
+NOT_RUN = "not run in this profile"
+INCONCLUSIVE = "inconclusive here"
 
 
 @dataclass(frozen=True)
-class Test:
-    """One statistical test behind a verdict: an estimate with its 95% CI and the sign the claim predicts."""
+class Measured:
+    """What a notebook measured for one declared test: the estimate, its 95% CI, and each gate's measured value."""
 
-    name: str            # short label, e.g. "Spearman(top-1, shape bias), ImageNet models"
-    statistic: str       # what the estimate is, e.g. "Spearman rho"
     estimate: float
     ci_low: float
     ci_high: float
-    expected_sign: int   # +1 or -1: the direction the claim predicts
     n: int
-    setting: str         # "offline proxy: ..." or "paper's setting"
-    paper: str           # the paper's own number for this quantity, cited, e.g. "r = -0.84 (Kumar et al. 2022, Sec. 5)"
     p: float = math.nan
+    ci_method: str = ""
+    gates: Mapping[str, float] = field(default_factory=dict)
+    note: str = ""
 
-    @property
-    def verdict(self) -> str:
-        return stats.verdict(self.ci_low, self.ci_high, self.expected_sign)
+    @classmethod
+    def of(cls, result: Mapping[str, Any], gates: Mapping[str, float] | None = None, note: str = "") -> Measured:
+        """From a `tradeoffs.stats` result dict (`estimate` or `r`, ci_low, ci_high, n, p, ci_method)."""
+        estimate = result["estimate"] if "estimate" in result else result["r"]
+        return cls(float(estimate), float(result["ci_low"]), float(result["ci_high"]), int(result["n"]),
+                   float(result.get("p", math.nan)), str(result.get("ci_method", "")), dict(gates or {}), note)
 
 
-def to_dataset(claim: str, tests: Sequence[Test]) -> xr.Dataset:
-    """The verdict rows of one claim as a Dataset with a `test` dimension."""
-    if claim not in CLAIMS:
-        raise TradeoffsError(f"unknown claim {claim!r}: use one of {', '.join(CLAIMS)}")
-    if not tests:
-        raise TradeoffsError(f"{claim}: no tests given; a verdict needs at least one statistic with a CI")
-    rows = pd.DataFrame([{**asdict(t), "verdict": t.verdict} for t in tests])
-    ds = xr.Dataset({c: ("test", rows[c].to_numpy()) for c in rows.columns if c != "name"},
-                    coords={"test": rows["name"].to_numpy()})
-    ds.attrs.update(claim=claim, claim_text=CLAIMS[claim])
+def outcome(spec: claims.TestSpec, m: Measured | None, profile: str) -> tuple[str, list[str]]:
+    """(outcome, failed gate ids) of one declared test."""
+    if m is None:
+        return (NOT_RUN if profile not in spec.profiles else NOT_TESTABLE), []
+    missing = [g.id for g in spec.gates if g.id not in m.gates]
+    if missing:
+        raise TradeoffsError(f"test {spec.id!r}: no measured value for gate(s) {', '.join(missing)}")
+    failed = [g.id for g in spec.gates if not g.passes(m.gates[g.id])]
+    if failed:
+        return NOT_TESTABLE, failed
+    lo, hi = m.ci_low, m.ci_high
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo <= 0 or m.n <= 3:
+        return INCONCLUSIVE, []
+    return stats.verdict(lo, hi, spec.expected_sign), []
+
+
+def consistency(spec: claims.TestSpec, m: Measured | None) -> str:
+    """Where the paper gives the same statistic: is its value inside our CI?"""
+    if not math.isfinite(spec.paper_effect):
+        return ""
+    if m is None or not (math.isfinite(m.ci_low) and math.isfinite(m.ci_high)):
+        return "no interval to compare with the paper's value"
+    value = f"{spec.paper_effect:g}"
+    if m.ci_low <= spec.paper_effect <= m.ci_high:
+        return f"consistent with the paper's {value}"
+    return f"{'smaller' if m.ci_high < spec.paper_effect else 'larger'} than the paper's {value} (outside our CI)"
+
+
+def evaluate(claim_id: str, measured: Mapping[str, Measured | None], profile: str) -> xr.Dataset:
+    """Every declared test of a claim, judged, as a Dataset with dims (test, gate).
+
+    `measured` maps test ids to what was measured; ids the claim does not declare are refused (a test must be
+    declared before it runs), declared ids that are absent are stored as not run / not testable.
+    """
+    claim = claims.claim(claim_id)
+    unknown = set(measured) - {t.id for t in claim.tests}
+    if unknown:
+        raise TradeoffsError(f"{claim_id}: tests {sorted(unknown)} are not declared in tradeoffs.claims; declare "
+                             "them there first.")
+    primary = claim.primary(profile).id
+    gate_ids = list(dict.fromkeys(g.id for t in claim.tests for g in t.gates))
+    rows, gm, gt, gp, gd, gr = [], [], [], [], [], []
+    for spec in claim.tests:
+        m = measured.get(spec.id)
+        result, _ = outcome(spec, m, profile)
+        rows.append({"test": spec.id, "name": spec.name, "statistic": spec.statistic,
+                     "estimate": m.estimate if m else math.nan, "ci_low": m.ci_low if m else math.nan,
+                     "ci_high": m.ci_high if m else math.nan, "n": m.n if m else 0, "p": m.p if m else math.nan,
+                     "ci_method": m.ci_method if m else "", "note": m.note if m else "",
+                     "expected_sign": spec.expected_sign, "setting": spec.setting, "difference": spec.difference,
+                     "construct": spec.construct, "shared": spec.shared, "paper_effect": spec.paper_effect,
+                     "paper_source": spec.paper_source,
+                     "consistency": consistency(spec, m) if result != NOT_TESTABLE else "",
+                     "primary": spec.id == primary, "outcome": result})
+        by_id = {g.id: g for g in spec.gates}
+        gm.append([float(m.gates[g]) if m and g in by_id else math.nan for g in gate_ids])
+        gt.append([by_id[g].threshold if g in by_id else math.nan for g in gate_ids])
+        gp.append([float(by_id[g].passes(m.gates[g])) if m and g in by_id else math.nan for g in gate_ids])
+        gd.append([by_id[g].description if g in by_id else "" for g in gate_ids])
+        gr.append([by_id[g].remedy if g in by_id else "" for g in gate_ids])
+    table = pd.DataFrame(rows).set_index("test")
+    secondary = ~table["primary"] & table["outcome"].isin(["supported", "not supported", INCONCLUSIVE])
+    table["p_holm"] = math.nan
+    table.loc[secondary, "p_holm"] = stats.holm(table.loc[secondary, "p"].to_numpy(float))
+    ds = xr.Dataset({c: ("test", table[c].to_numpy()) for c in table.columns}, coords={"test": table.index.to_numpy()})
+    ds = ds.assign(gate_measured=(("test", "gate"), np.array(gm).reshape(len(rows), len(gate_ids))),
+                   gate_threshold=(("test", "gate"), np.array(gt).reshape(len(rows), len(gate_ids))),
+                   gate_passed=(("test", "gate"), np.array(gp).reshape(len(rows), len(gate_ids))),
+                   gate_description=(("test", "gate"), np.array(gd, dtype=str).reshape(len(rows), len(gate_ids))),
+                   gate_remedy=(("test", "gate"), np.array(gr, dtype=str).reshape(len(rows), len(gate_ids))))
+    ds = ds.assign_coords(gate=gate_ids)
+    ds.attrs.update(claim=claim_id, claim_text=claim.text, primary_test=primary,
+                    verdict=str(table.loc[primary, "outcome"]), profile_judged=profile,
+                    paper_numbers=json.dumps(claim.paper_numbers), untested=json.dumps(claim.untested))
     return ds
 
 
-def record(claim: str, tests: Sequence[Test], *, profile: str, parameters: dict[str, Any]) -> xr.Dataset:
-    """Store the verdict rows as `<claim>_verdict_<profile>.nc` and return them.
+def record(claim_id: str, measured: Mapping[str, Measured | None], *, profile: str,
+           parameters: dict[str, Any], inputs: list[xr.Dataset] = ()) -> xr.Dataset:
+    """Judge and store `<claim>_verdict_<profile>.nc`; returns it.
 
-    A stored file with the same rows is kept as it is (with its provenance), so rerunning an unchanged notebook
-    leaves the results folder untouched.
+    `inputs` are the results files the verdict summarises: their commits are recorded, and a stored file with the
+    same rows is kept as it is only if it is not older than any of them.
     """
-    ds, name = to_dataset(claim, tests), f"{claim}_verdict_{profile}"
+    ds = evaluate(claim_id, measured, profile)
+    ds.attrs["inputs_created"] = json.dumps(sorted(str(i.attrs.get("created_utc", "")) for i in inputs))
+    name = claims.result_name(claim_id, "verdict", profile)
     try:
-        stored = results.load(name)
+        stored = load(name)
     except TradeoffsError:
         stored = None
-    if stored is None or not stored.equals(ds):
-        results.save(ds, name, profile=profile, parameters=parameters, elapsed_s=0.0,
-                     tolerance={"rtol": 1e-3, "atol": 1e-3})
-    return results.load(name)
+    newest_input = max([str(i.attrs.get("created_utc", "")) for i in inputs], default="")
+    fresh = stored is not None and str(stored.attrs.get("created_utc", "")) >= newest_input
+    if not (fresh and _same(stored, ds)):
+        save(ds, name, profile=profile, parameters=parameters, elapsed_s=0.0, tolerance={"rtol": 1e-3, "atol": 1e-3})
+    return load(name)
 
 
-def overall(verdicts: Sequence[str]) -> str:
-    """A claim's overall verdict: unanimous rows decide; mixed rows are 'mixed'."""
-    unique = set(verdicts)
-    return unique.pop() if len(unique) == 1 else "mixed: " + ", ".join(sorted(unique))
+def _same(a: xr.Dataset, b: xr.Dataset) -> bool:
+    keep = ("claim", "claim_text", "primary_test", "verdict", "profile_judged", "paper_numbers", "untested",
+            "inputs_created")
+    return a.drop_attrs().equals(b.drop_attrs()) and all(str(a.attrs.get(k)) == str(b.attrs.get(k)) for k in keep)
+
+
+def gates_of(ds: xr.Dataset, test: str) -> list[dict[str, Any]]:
+    """The gates one stored test declares: description, measured value, threshold, passed."""
+    row = ds.sel(test=test)
+    return [{"gate": str(g), "description": str(row.gate_description.sel(gate=g).item()),
+             "remedy": str(row.gate_remedy.sel(gate=g).item()),
+             "measured": float(row.gate_measured.sel(gate=g)), "threshold": float(row.gate_threshold.sel(gate=g)),
+             "passed": bool(row.gate_passed.sel(gate=g))}
+            for g in ds.gate.values if np.isfinite(float(row.gate_threshold.sel(gate=g)))]
 
 
 def table(profile: str = "default") -> pd.DataFrame:
-    """One row per claim from the stored verdict files; claims not yet run say so."""
+    """One row per claim from the stored verdict files (claims not yet run say so)."""
     rows = []
-    for claim, text in CLAIMS.items():
+    for claim_id, claim in claims.CLAIMS.items():
         try:
-            ds = results.load(f"{claim}_verdict_{profile}")
+            ds = load(claims.result_name(claim_id, "verdict", profile))
         except TradeoffsError:
-            rows.append({"claim": claim, "claim_text": text, "result": "not yet run", "verdict": "not yet run"})
+            rows.append({"claim": claim_id, "claim_text": claim.text, "primary": "", "verdict": "not yet run"})
             continue
-        lines = [f"{t}: {ds.statistic.sel(test=t).item()} = {float(ds.estimate.sel(test=t)):.2f} "
-                 f"[{float(ds.ci_low.sel(test=t)):.2f}, {float(ds.ci_high.sel(test=t)):.2f}] → {ds.verdict.sel(test=t).item()}"
-                 for t in ds.test.values]
-        rows.append({"claim": claim, "claim_text": text, "result": "; ".join(lines),
-                     "paper": "; ".join(dict.fromkeys(np.asarray(ds.paper.values, dtype=str))),
-                     "setting": "; ".join(dict.fromkeys(np.asarray(ds.setting.values, dtype=str))),
-                     "verdict": overall(list(np.asarray(ds.verdict.values, dtype=str)))})
+        rows.append({"claim": claim_id, "claim_text": claim.text, "primary": ds.attrs["primary_test"],
+                     "verdict": ds.attrs["verdict"]})
     return pd.DataFrame(rows)
+
+
+def _interval(row: xr.Dataset) -> str:
+    est, lo, hi = (float(row[k]) for k in ("estimate", "ci_low", "ci_high"))
+    if not math.isfinite(est):
+        return "not measured"
+    ci = f"[{lo:+.3g}, {hi:+.3g}]" if math.isfinite(lo) and math.isfinite(hi) else "(no interval)"
+    return f"{est:+.3g} {ci}, n = {int(row['n'])}"
+
+
+def _value(x: float) -> str:
+    return f"{x:.3g}" if math.isfinite(x) else "not available"
+
+
+def _p(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"= {p:.2g}"
+
+
+def _gate_text(g: dict[str, Any]) -> str:
+    verdict = "passes" if g["passed"] else f"fails; needs {g['remedy']}" if g["remedy"] else "fails"
+    return f"{g['description']}: measured {_value(g['measured'])} ({verdict})"
+
+
+def markdown(ds: xr.Dataset, *, secondary: bool = True) -> str:
+    """The verdict box of a claim page: the primary test's outcome with its gates, then the secondary tests."""
+    primary = ds.attrs["primary_test"]
+    row = ds.sel(test=primary)
+    head = [f"**Verdict: {ds.attrs['verdict']}** (primary test, fixed in `tradeoffs.claims` before the results: "
+             f"*{row['name'].item()}*). {row['statistic'].item()}: {_interval(row)}"
+             + (f"; {row['consistency'].item()}" if row["consistency"].item() else "") + "."]
+    gates = gates_of(ds, primary)
+    if gates:
+        head.append("Validity gates: " + "; ".join(_gate_text(g) for g in gates) + ".")
+    if row["difference"].item():
+        head.append(f"Setting: {row['setting'].item()}: {row['difference'].item()}. Measure: "
+                     f"{row['construct'].item()}.")
+    if not secondary or len(ds.test) == 1:
+        return "\n\n".join(head)
+    lines = ["Secondary evidence (listed, never voted; p adjusted by Holm over these rows):"]
+    for t in ds.test.values:
+        if t == primary:
+            continue
+        r = ds.sel(test=t)
+        failed = [g["description"].split(" (")[0] + f": {_value(g['measured'])}" for g in gates_of(ds, str(t))
+                  if not g["passed"]]
+        extra = f" — gate failed: {'; '.join(failed)}" if failed and r["outcome"].item() == NOT_TESTABLE else ""
+        p = float(r["p_holm"])
+        lines.append(f"- *{r['name'].item()}*: {_interval(r)}"
+                     + (f", Holm p {_p(p)}" if math.isfinite(p) else "")
+                     + (f"; {r['consistency'].item()}" if r["consistency"].item() else "")
+                     + f" → **{r['outcome'].item()}**{extra}.")
+    return "\n\n".join(head) + "\n\n" + "\n".join(lines)

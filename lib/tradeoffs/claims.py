@@ -1,0 +1,289 @@
+"""The five claims and their tests, declared in one place before any result is looked at.
+
+Each claim lists its tests in order of closeness to the paper's setting. A test declares its statistic, the sign
+the claim predicts, the paper's own effect size where the paper gives a comparable one, how its setting differs
+from the paper's, what its measure measures, and its validity gates: conditions on the data that must hold before
+the test may decide anything (`tradeoffs.verdicts` applies them). The claim's **primary** test in a profile is the
+first test of its list that runs in that profile; the others are secondary evidence.
+
+Everything else (run order, book pages, the Verdicts page, tests) reads `CLAIMS`; result files are named by
+`result_name`. The order of `CLAIMS` is the book's order and the run order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import TradeoffsError
+
+PROFILES = ("smoke", "default", "full")
+OFFLINE = ("smoke", "default")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A condition the data must meet before a test may decide: measured value ≥ (or ≤) a threshold."""
+
+    id: str
+    description: str        # what is checked, in one line, e.g. "source networks above chance (lower CI bound − chance)"
+    threshold: float
+    at_least: bool = True   # True: measured ≥ threshold passes; False: measured ≤ threshold passes
+    remedy: str = ""        # what would let the gate pass
+
+    def passes(self, measured: float) -> bool:
+        """NaN (not measurable) never passes."""
+        if measured is None or not math.isfinite(measured):
+            return False
+        return measured >= self.threshold if self.at_least else measured <= self.threshold
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    """One declared test of a claim."""
+
+    id: str
+    name: str
+    statistic: str
+    expected_sign: int                  # +1 or -1: the direction the claim predicts
+    setting: str                        # "paper's setting" | "claimants' data, re-analysed" | "offline proxy"
+    difference: str                     # one sentence: how this differs from the paper's setting ("" if it does not)
+    construct: str                      # what the measure measures
+    gates: tuple[Gate, ...] = ()
+    paper_effect: float = math.nan      # the paper's value of the same statistic, where the paper gives one
+    paper_source: str = ""
+    profiles: tuple[str, ...] = PROFILES  # where the test runs
+    shared: str = ""                    # why a measure also feeds another claim's verdict, if it does
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    title: str
+    text: str
+    citation: str                       # bibtex keys, comma-separated
+    paper_numbers: tuple[tuple[str, str], ...]  # (the paper's number in words, its source)
+    tests: tuple[TestSpec, ...] = field(default=())
+    untested: tuple[str, ...] = ()      # statements the page cites but nothing here tests
+
+    def test(self, test_id: str) -> TestSpec:
+        for t in self.tests:
+            if t.id == test_id:
+                return t
+        raise TradeoffsError(f"{self.id} declares no test {test_id!r}; declared: {', '.join(t.id for t in self.tests)}")
+
+    def primary(self, profile: str) -> TestSpec:
+        """The first declared test that runs in `profile`: fixed by this declaration, not by any result."""
+        return next(t for t in self.tests if profile in t.profiles)
+
+
+def min_n(effect: float, method: str = "spearman") -> Gate:
+    """Enough points that a correlation as large as `effect` would have a 95% CI excluding 0."""
+    from .stats import n_to_detect
+
+    n = n_to_detect(effect, method)  # type: ignore[arg-type]
+    return Gate("enough_n", f"points (a {method} r of ±{abs(effect):g} needs n ≥ {n} for its CI to exclude 0)", n,
+                remedy="more models or runs")
+
+
+STRONG = 0.7  # the correlation a test must be able to detect where the paper gives no number
+
+
+def _gap(width: float, unit: str) -> Gate:
+    return Gate("no_gap", f"widest accuracy stretch without a point ({unit}; at most {width:g})", width,
+                at_least=False, remedy="points that fill the accuracy axis (checkpoints at accuracy milestones)")
+
+
+PLATEAU = Gate("plateau", "largest change of test accuracy over a run's last 5 epochs (points; at most 1)", 1.0,
+               at_least=False, remedy="longer training: every run's accuracy within 1 point over its last 5 epochs")
+RELIABLE = Gate("reliable", "least reliable data set: share of across-architecture variance that is not noise "
+                "(training seed + test sampling; at least 0.5)", 0.5,
+                remedy="more training steps and test images, so that architectures differ by more than noise")
+ABOVE_CHANCE = Gate("above_chance", "fewest-class source: lower 95% bound of mean accuracy minus chance "
+                    "(points; above 0)", 1e-9, remedy="a source whose networks learn beyond chance")
+ONE_SIGN = Gate("homogeneous", "I² of the per-data-set correlations (at most 0.5: the data sets tell one story)", 0.5,
+                at_least=False, remedy="report per data set (rows below); a pooled number hides disagreement")
+
+_KUMAR = "Kumar et al. 2022"
+_FEL = "Fel et al. 2022"
+_KORN = "Kornblith et al. 2019, abstract"
+
+CLAIMS: dict[str, Claim] = {c.id: c for c in (
+    Claim(
+        id="early_stopping", title="Early stopping",
+        text="The best perceptual / human-aligned checkpoint comes before the most accurate one.",
+        citation="kumar2022",
+        paper_numbers=(("perceptual score peaks in the first few epochs for ResNet-50 and ResNet-200; early stopping "
+                        "improves it for all 5 models", f"{_KUMAR}, Sec. 6, Fig. 5, Table 1"),),
+        tests=(
+            TestSpec("bapps_held_out", "held-out BAPPS gain from stopping at the best-PS epoch",
+                     "mean over runs of the held-out gain (PS points)", +1, "paper's measure",
+                     "CIFAR-10 ResNets trained here instead of ImageNet networks", "BAPPS 2AFC perceptual similarity",
+                     gates=(PLATEAU,), profiles=("full",)),
+            TestSpec("kl_held_out", "held-out KL reduction from stopping at the best-KL epoch",
+                     "mean over runs of the held-out KL reduction (nats)", +1, "offline proxy",
+                     "CIFAR-10H label distributions of CIFAR-10 ResNets trained here, not BAPPS judgements of "
+                     "ImageNet networks",
+                     "agreement with the human label distribution; KL mixes calibration (temperature) with which "
+                     "classes are confused", gates=(PLATEAU,),
+                     shared="the inverted-U page plots the same checkpoints against accuracy (a different question)"),
+            TestSpec("nn_held_out", "held-out nearest-neighbour gain from stopping at the best-NN epoch",
+                     "mean over runs of the held-out gain", +1, "offline proxy",
+                     "CIFAR-10H share of the nearest neighbour's class", "class retrieval judged by people (not "
+                     "perceptual similarity)", gates=(PLATEAU,)),
+            TestSpec("kl_epoch_gap", "best-KL epoch − best-accuracy epoch", "mean over runs (epochs)", -1,
+                     "offline proxy", "epoch positions, not a held-out gain", "when KL to CIFAR-10H is lowest",
+                     gates=(PLATEAU,)),
+        )),
+    Claim(
+        id="human_alignment", title="Human alignment",
+        text="Past a point, more accurate ImageNet models are less aligned with human visual strategies.",
+        citation="fel2022,geirhos2021,peterson2019",
+        paper_numbers=(("a trade-off across 84 models: past a point, accuracy and ClickMe alignment diverge (shown "
+                        "as a figure; no coefficient in the readable text)", f"{_FEL}"),
+                       ("the harmonizer makes more accurate models more aligned: the trade-off is not inevitable",
+                        f"{_FEL} (cited, not tested here)")),
+        untested=("Fel et al.'s harmonizer (training that aligns models with ClickMe maps) is cited, not tested.",),
+        tests=(
+            TestSpec("clickme_here", "Spearman(top-1, ClickMe alignment), models scored here", "Spearman ρ", -1,
+                     "paper's measure", "timm models scored here on ClickMe validation maps",
+                     "ClickMe saliency alignment", gates=(min_n(STRONG),), profiles=("full",)),
+            TestSpec("serre_table", "Spearman(top-1, ClickMe alignment) beyond an optimum fitted on the other half, "
+                     "serre-lab table", "Spearman ρ (split-half optimum)", -1, "claimants' data, re-analysed",
+                     "the serre-lab 2025 table of timm models, published by the claimants: a re-analysis, not an "
+                     "independent test", "ClickMe saliency alignment (serre-lab's 2025 method)",
+                     gates=(min_n(STRONG),)),
+            TestSpec("ec_pooled", "Spearman(top-1, error consistency, mean of 3 data sets), ImageNet models",
+                     "Spearman ρ", -1, "offline proxy",
+                     "11 offline mobile ImageNet networks (9 int8 TFLite) on model-vs-human trials, not 84 models on "
+                     "ClickMe maps", "trial-by-trial agreement of errors with people",
+                     gates=(min_n(STRONG), ONE_SIGN)),
+            *(TestSpec(f"ec_{d.replace('-', '_')}", f"Spearman(top-1, error consistency), {d}", "Spearman ρ", -1,
+                       "offline proxy", "11 offline mobile ImageNet networks on one model-vs-human data set",
+                       f"trial-by-trial agreement of errors with people on {d}", gates=(min_n(STRONG),))
+              for d in ("cue-conflict", "edge", "silhouette")),
+            TestSpec("shape_bias", "Spearman(top-1, shape bias), ImageNet models", "Spearman ρ", -1, "offline proxy",
+                     "11 offline mobile ImageNet networks on cue-conflict images",
+                     "shape-vs-texture preference (people prefer shape)", gates=(min_n(STRONG),)),
+            TestSpec("cifar10h", "Spearman(CIFAR-10 accuracy, KL to CIFAR-10H), pretrained CIFAR ResNets",
+                     "Spearman ρ", +1, "offline proxy", "4 CIFAR-10 ResNets on CIFAR-10, not ImageNet models",
+                     "agreement with the human label distribution; KL mixes calibration with confusions",
+                     gates=(min_n(STRONG),),
+                     shared="one CIFAR-10H measure: across pretrained models here, across epochs in early stopping, "
+                            "across both in the inverted U"),
+        )),
+    Claim(
+        id="inverted_u", title="Inverted U",
+        text="Beyond an optimum, higher ImageNet accuracy gives worse perceptual similarity scores.",
+        citation="kumar2022,gunther2023",
+        paper_numbers=(("r = −0.84 between accuracy and perceptual score beyond the optimal accuracy",
+                        f"{_KUMAR}, Sec. 5, Fig. 4"),
+                       ("scaling a model down raises its perceptual score for all 5 architectures tuned",
+                        f"{_KUMAR}, Table 1"),
+                       ("no improvement in predicting human similarity judgements since GoogLeNet and VGG-M (a "
+                        "plateau, not a decline)", "Günther et al. 2023, abstract (cited, not tested here)")),
+        untested=("Günther et al.'s plateau since GoogLeNet / VGG-M is cited, not tested.",),
+        tests=(
+            TestSpec("bapps_beyond", "BAPPS PS vs ImageNet top-1: Spearman ρ beyond a split-half optimum",
+                     "Spearman ρ (split-half optimum)", -1, "paper's measure",
+                     "timm models at 224 px instead of the paper's 64 px ImageNet networks",
+                     "BAPPS 2AFC perceptual similarity", gates=(min_n(0.84), _gap(10, "top-1 %")),
+                     paper_effect=-0.84, paper_source=f"{_KUMAR}, Sec. 5", profiles=("full",)),
+            TestSpec("cifar10h_beyond", "CIFAR-10H alignment (−ln KL) vs CIFAR-10 accuracy: Spearman ρ beyond a "
+                     "split-half optimum", "Spearman ρ (split-half optimum)", -1, "offline proxy",
+                     "CIFAR-10 ResNets and their training checkpoints against CIFAR-10H labels, not ImageNet "
+                     "networks against BAPPS judgements",
+                     "agreement with the human label distribution; KL mixes calibration with confusions",
+                     gates=(min_n(0.84), _gap(10, "accuracy points")), paper_effect=-0.84,
+                     paper_source=f"{_KUMAR}, Sec. 5 (on BAPPS)",
+                     shared="its checkpoints are early stopping's runs; there the question is when, here how accurate"),
+            TestSpec("cifar10h_slope", "CIFAR-10H alignment (−ln KL): slope of the quadratic at the highest "
+                     "accuracy", "slope (bootstrap over runs and models)", -1, "offline proxy",
+                     "as above", "agreement with the human label distribution",
+                     gates=(Gate("units", "independent units (runs and models; at least 10)", 10,
+                                 remedy="more training runs"), _gap(10, "accuracy points"))),
+            TestSpec("kumar_table1", "Table 1: mean PS gain from scaling down", "mean ΔPS (points; bootstrap over "
+                     "the 5 models)", +1, "claimants' data, re-analysed",
+                     "the paper's own table re-analysed: each cell is the best of a sweep against one default run",
+                     "BAPPS perceptual score",
+                     gates=(Gate("selection_null", "run-to-run SD of PS published (to size the best-of-sweep gain "
+                                 "that noise alone gives)", 1e-9,
+                                 remedy="the paper's run-to-run spread, or reruns of its sweeps"),)),
+            TestSpec("meanpool_vs_lpips", "mean-pool − LPIPS-untrained: human share of the nearest neighbour's "
+                     "class", "mean paired difference over query images", +1, "offline proxy",
+                     "nearest neighbours among CIFAR-10 test images scored against CIFAR-10H, not BAPPS",
+                     "category retrieval judged by people, not perceptual similarity",
+                     gates=(Gate("not_retrieval", "mean |human share − 1-NN accuracy| across models and distances "
+                                 "(at least 0.05, else the score is plain class retrieval)", 0.05,
+                                 remedy="a perceptual-similarity measure (BAPPS, full profile)"),)),
+        )),
+    Claim(
+        id="dataset_correlation", title="Dataset correlation",
+        text="ImageNet accuracy predicts accuracy on other datasets.",
+        citation="kornblith2019,tuggener2022",
+        paper_numbers=(("r = 0.99 (fixed features) and 0.96 (fine-tuned) between ImageNet top-1 and transfer "
+                        "accuracy, 16 networks × 12 data sets", _KORN),
+                       ("correlations are often weak or negative on data sets far from ImageNet",
+                        "Tuggener et al. 2022, abstract")),
+        tests=(
+            TestSpec("finetune_here", "fine-tuned here: r(top-1, mean log-odds accuracy over data sets)",
+                     "Pearson r", +1, "paper's setting", "timm models fine-tuned briefly on 2 data sets",
+                     "transfer accuracy after fine-tuning", gates=(min_n(0.96, "pearson"),), paper_effect=0.96,
+                     paper_source=_KORN, profiles=("full",)),
+            TestSpec("tllib", "Transfer-Learning-Library fine-tuning: r(top-1, mean log-odds accuracy over 8 data "
+                     "sets)", "Pearson r", +1, "published table",
+                     "10 torchvision models fine-tuned by the Transfer-Learning-Library, not the paper's 16",
+                     "transfer accuracy after fine-tuning", gates=(min_n(0.96, "pearson"),), paper_effect=0.96,
+                     paper_source=_KORN),
+            TestSpec("tllib_mean_r", "Transfer-Learning-Library: mean over 8 data sets of per-data-set r",
+                     "mean Pearson r (bootstrap over models)", +1, "published table",
+                     "a different statistic from the paper's (one r per data set, then averaged)",
+                     "transfer accuracy after fine-tuning", gates=(min_n(0.96, "pearson"),)),
+            *(TestSpec(f"probe_{d.lower().replace('-', '_')}", f"linear probe, {d}: r(top-1, logit accuracy)",
+                       "Pearson r, logit axes", +1, "offline proxy",
+                       "11 offline mobile ImageNet networks (9 int8 TFLite) probed here, not 16 networks on 12 "
+                       "data sets", "transfer accuracy of fixed features",
+                       gates=(min_n(0.99, "pearson"),
+                              Gate("spread", "spread of probe accuracy across models over the binomial SD of one test "
+                                   "score (at least 2)", 2.0, remedy="more test images per data set")),
+                       paper_effect=0.99, paper_source=_KORN)
+              for d in ("CIFAR-10", "Fashion-MNIST")),
+            TestSpec("zoo_shifted", "timm zoo: weakest r over 5 shifted ImageNet test sets", "Pearson r, probit axes",
+                     +1, "published table", "shifted versions of ImageNet, not other data sets",
+                     "accuracy under distribution shift (not the claim's 'other data sets')",
+                     gates=(min_n(STRONG, "pearson"),)),
+        )),
+    Claim(
+        id="anynetx_subsets", title="AnyNetX subsets",
+        text="Across AnyNetX architectures, ImageNet subsets with fewer classes correlate better with other datasets.",
+        citation="tuggener2022,radosavovic2020",
+        paper_numbers=(("ImageNet subsets restricted to fewer classes significantly increase the correlations "
+                        "(500 architectures, 8 data sets; no single number in the abstract)",
+                        "Tuggener et al. 2022, abstract"),),
+        tests=(
+            TestSpec("subset_diff", "ρ(fewest-class source) − ρ(full source), mean over the other data sets",
+                     "difference of Spearman ρ (BCa bootstrap over architectures)", +1, "offline proxy",
+                     "small AnyNetX networks on CIFAR-10 class subsets and small target data sets, not 500 "
+                     "networks on ImageNet subsets", "agreement of architecture rankings between data sets",
+                     gates=(ABOVE_CHANCE, RELIABLE, Gate("architectures", "architectures (at least 20)", 20,
+                                                         remedy="more architectures"))),
+            *(TestSpec(f"subset_diff_{t}", f"ρ(fewest-class source) − ρ(full source), {t}",
+                       "difference of Spearman ρ (BCa bootstrap over architectures)", +1, "offline proxy",
+                       "one target data set", "agreement of architecture rankings", gates=(ABOVE_CHANCE, RELIABLE),
+                       profiles=OFFLINE)
+              for t in ("fashion_mnist", "digits")),
+        )),
+)}
+
+def claim(claim_id: str) -> Claim:
+    """The declared claim; a clear error for an unknown id."""
+    if claim_id not in CLAIMS:
+        raise TradeoffsError(f"unknown claim {claim_id!r}: use one of {', '.join(CLAIMS)}")
+    return CLAIMS[claim_id]
+
+
+def result_name(claim_id: str, part: str, profile: str) -> str:
+    """The results file name `<claim>_<part>_<profile>` (without .nc)."""
+    if profile not in PROFILES:
+        raise TradeoffsError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
+    return f"{claim_id}_{part}_{profile}"
