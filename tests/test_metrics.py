@@ -308,3 +308,18 @@ def test_map_alignment():
     assert np.isnan(M.map_alignment(np.ones((1, 8, 8)), blobs[:1])).all()
     with pytest.raises(TradeoffsError, match="one human map"):
         M.map_alignment(blobs, blobs[:1])
+
+
+def test_calibrated_kl_removes_temperature_and_keeps_the_pattern():
+    rng = np.random.default_rng(0)
+    logits = 2 * rng.normal(size=(400, 10))
+    human = np.exp(logits / 2)
+    human /= human.sum(1, keepdims=True)
+    for t in (0.2, 1.0, 5.0):  # the model's pattern is the human one at any temperature
+        p = np.exp(logits / 2 / t)
+        p /= p.sum(1, keepdims=True)
+        assert M.calibrated_kl(p, human).mean() < 1e-3
+        assert t == 1.0 or M.human_label_alignment(p, human)["kl"] > 0.05
+    shuffled = np.exp(logits[rng.permutation(400)] / 2)
+    shuffled /= shuffled.sum(1, keepdims=True)
+    assert M.calibrated_kl(shuffled, human).mean() > 0.3, "a wrong pattern stays far after scaling"

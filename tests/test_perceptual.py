@@ -194,9 +194,9 @@ def test_per_image_table_agrees_with_the_summary(isolated):
     model = M.load("cifar10_resnet8", weights="random", num_classes=3, width=4)
     table = perceptual.cifar10h_per_image(model, images, labels, human, n_reference=5)
     summary = perceptual.cifar10h_measures(model, images, labels, human, n_reference=5)
-    assert table.shape == (12, 5) and table["nn_human_prob"].iloc[:5].isna().all()
+    assert table.shape == (12, 6) and table["nn_human_prob"].iloc[:5].isna().all()
     assert table["nn_human_prob"].iloc[5:].notna().all()
-    for key in ("kl", "cross_entropy"):  # the per-image formula is the one of metrics.human_label_alignment
+    for key in ("kl", "kl_calibrated", "cross_entropy"):  # the per-image formula is the one of metrics.human_label_alignment
         assert table[key].mean() == pytest.approx(summary[key], rel=1e-9)
     assert table["correct"].mean() == pytest.approx(summary["accuracy"])
     assert table["nn_human_prob"].mean() == pytest.approx(summary["nn_human_prob"])

@@ -254,6 +254,7 @@ def _cifar10h(model: Model, images: np.ndarray, labels: np.ndarray, human_probs:
     pad = np.full(n_reference, np.nan)
     table = pd.DataFrame({"correct": (probs.argmax(1) == np.asarray(labels)).astype(float),
                           "kl": (xlogy(h, h) - h * log_p).sum(1), "cross_entropy": -(h * log_p).sum(1),
+                          "kl_calibrated": metrics.calibrated_kl(probs, h),
                           "nn_human_prob": np.concatenate([pad, agreement["human_prob"].to_numpy()]),
                           "nn_plausible": np.concatenate([pad, agreement["plausible"].to_numpy()])})
     return probs, table.rename_axis("image")
@@ -263,7 +264,7 @@ def cifar10h_per_image(model: Model, images: np.ndarray, labels: np.ndarray, hum
                        n_reference: int, layers: Sequence[str] | None = None, batch_size: int = 256,
                        device: str = "auto", progress: bool = False) -> pd.DataFrame:
     """Per image: ``correct`` (top-1), ``kl`` = KL(human ‖ model) and ``cross_entropy`` (nats, model probabilities
-    clipped at 1e-12 as in `metrics.human_label_alignment`), and for the query images (index >= `n_reference`)
+    clipped at 1e-12 as in `metrics.human_label_alignment`), ``kl_calibrated`` (`metrics.calibrated_kl`), and for the query images (index >= `n_reference`)
     ``nn_human_prob`` / ``nn_plausible`` of their nearest reference under the mean-pool distance over `layers`
     (default: the paper's choice, `paper_view`), scored by `neighbour_human_agreement`; NaN for references."""
     return _cifar10h(model, images, labels, human_probs, n_reference, layers, batch_size, device, progress)[1]

@@ -365,12 +365,13 @@ def n_to_detect(effect: float, method: Method = "spearman", confidence: float = 
 
 
 def late_change(curves, last: int = 5) -> float:
-    """Largest range (max − min) of any curve over its `last` values: [runs, epochs] → one number (NaN if too short)."""
+    """Largest change of any curve over its `last` values, read off a straight-line fit (slope × (last − 1)), so
+    that checkpoint-to-checkpoint noise does not count as change: [runs, epochs] → one number (NaN if too short)."""
     c = np.asarray(curves, dtype=float)
     if c.ndim != 2 or c.shape[1] < last:
         return math.nan
-    tail = c[:, -last:]
-    return float((tail.max(1) - tail.min(1)).max())
+    slopes = np.polyfit(np.arange(last, dtype=float), c[:, -last:].T, 1)[0]
+    return float(np.abs(slopes).max() * (last - 1))
 
 
 def held_out_gain(measure, accuracy) -> np.ndarray:
