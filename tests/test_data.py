@@ -258,3 +258,8 @@ def test_bapps_2afc_reads_the_real_layout(tmp_path: Path) -> None:
         data.bapps_2afc(tmp_path)
     with pytest.raises(TradeoffsError, match="download_bapps"):
         data.bapps_2afc(tmp_path / "nowhere")
+
+
+def test_short_image_id_without_an_underscore():
+    """model-vs-human's own model CSVs name images without any underscore."""
+    assert data.short_image_id(pd.Series(["0001.png", "dog12.jpg"])).tolist() == ["0001.png", "dog12.jpg"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
-from tradeoffs import bookpages, run
+from tradeoffs import bookpages, claims, run
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = run.notebooks(REPO / "notebooks")
@@ -43,11 +43,12 @@ def test_notebook_writes_results_with_provenance(smoke: Path, name: str) -> None
                 assert key in ds.attrs, f"{path.name} lacks {key}"
             assert ds.attrs["profile"] == "smoke"
             assert all(d for d in ds.dims), f"{path.name} has unnamed dims"
-    if name in ("human_alignment", "inverted_u", "early_stopping", "dataset_correlation", "anynetx_subsets"):
-        with xr.open_dataset(smoke / "results" / f"{name}_verdict_smoke.nc") as v:
-            assert set(v.verdict.values) <= {"supported", "not supported", "inconclusive here"}
-            ok = (v.ci_low <= v.ci_high) | (v.ci_low.isnull() & v.ci_high.isnull() & (v.verdict == "inconclusive here"))
-            assert ok.all(), "a CI is inverted, or a missing CI was not judged inconclusive"
+    if name in claims.CLAIMS:
+        with xr.open_dataset(smoke / "results" / f"{claims.result_name(name, 'verdict', 'smoke')}.nc") as v:
+            assert list(v.test.values) == [t.id for t in claims.claim(name).tests], "every declared test is stored"
+            assert v.attrs["verdict"] == v.outcome.sel(test=v.attrs["primary_test"]).item()
+            badge = v.outcome.isin(["supported", "not supported"])
+            assert ((v.ci_low < v.ci_high) | ~badge).all(), "a badge on an inverted, missing or collapsed interval"
 
 
 def test_book_builds_with_the_executed_notebooks(smoke: Path) -> None:

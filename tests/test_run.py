@@ -58,3 +58,13 @@ def test_notebook_sources_carry_no_outputs() -> None:
         tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
         assert "profile" in "".join(tagged[0]["source"]), f"{path.name}: the parameters cell must set `profile`"
+
+
+def test_run_order_puts_what_a_notebook_reads_first():
+    from tradeoffs import claims
+
+    order = list(run.ORDER)
+    for claim in claims.CLAIMS.values():
+        for needed in claim.needs:
+            assert order.index(needed) < order.index(claim.id), f"{claim.id} reads {needed}'s results"
+    assert set(order) == {*claims.CLAIMS, "performance"}

@@ -231,7 +231,8 @@ def test_mean_ci_and_held_out_gain():
     assert S.held_out_gain(early, acc) == pytest.approx([5, 5, 5, 5])
     noisy = np.random.default_rng(0).normal(size=(400, 6, 2))
     assert abs(S.held_out_gain(noisy, np.tile(acc[:1], (400, 1, 1))).mean()) < 0.1, "noise on a flat curve gives no held-out gain"
-    assert S.late_change(np.array([[0.1, 0.5, 0.60, 0.61, 0.6, 0.605]]), last=4) == pytest.approx(0.01)
+    assert S.late_change(np.array([[0.1, 0.5, 0.60, 0.61, 0.6, 0.605]]), last=4) < 0.005, "noise is not change"
+    assert S.late_change(np.array([[0.0, 0.1, 0.2, 0.3, 0.4], [0.5] * 5]), last=5) == pytest.approx(0.4)
 
 
 def test_split_optimum_and_slope_at_top():

@@ -22,17 +22,11 @@ import pandas as pd
 import xarray as xr
 import yaml
 
+from .claims import CLAIMS as DECLARED
 from .errors import TradeoffsError
 
-CLAIMS = ("human_alignment", "inverted_u", "early_stopping", "dataset_correlation", "anynetx_subsets")
-TITLES = {
-    "human_alignment": "Human alignment",
-    "inverted_u": "Inverted U",
-    "early_stopping": "Early stopping",
-    "dataset_correlation": "Dataset correlation",
-    "anynetx_subsets": "AnyNetX subsets",
-    "performance": "Performance",
-}
+CLAIMS = tuple(DECLARED)  # the book's order is the claims definition's order (tradeoffs.claims)
+TITLES = {**{c.id: c.title for c in DECLARED.values()}, "performance": "Performance"}
 # Which pages read each data group (top folder of the data root); keep in step with the notebooks.
 USED_BY: dict[str, tuple[str, ...]] = {
     "cifar10": ("human_alignment", "early_stopping", "dataset_correlation", "anynetx_subsets"),
@@ -56,9 +50,6 @@ GENERATED = tuple(p.with_suffix("").as_posix() for p in (DATA_PAGE, VERDICTS_PAG
 GENERATOR = "lib/tradeoffs/bookpages.py"  # what a reader should edit instead of a generated page
 EXECUTED = "book/executed"  # where tradeoffs.run writes executed notebooks (git-ignored)
 SOURCE_NOTEBOOKS = "notebooks"  # their tracked sources
-# The papers each claim comes from (keys of book/references.bib).
-CITES = {"human_alignment": ("fel2022",), "inverted_u": ("kumar2022", "gunther2023"), "early_stopping": ("kumar2022",),
-         "dataset_correlation": ("kornblith2019",), "anynetx_subsets": ("tuggener2022",)}
 BADGES = {"supported": "success", "not supported": "danger", "inconclusive here": "warning", "not yet run": "muted",
           "not testable here": "secondary", "not run in this profile": "muted"}
 # Front matter of the generated pages: no right-hand "Contents" column, so their tables get the page's width.
@@ -306,7 +297,7 @@ def _badge(verdict: str) -> str:
 
 
 def _cite(claim: str) -> str:
-    return f"{{cite:p}}`{','.join(CITES[claim])}`"
+    return f"{{cite:p}}`{DECLARED[claim].citation}`"
 
 
 def _executed(root: Path, claim: str) -> bool:

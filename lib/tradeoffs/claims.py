@@ -7,7 +7,7 @@ the test may decide anything (`tradeoffs.verdicts` applies them). The claim's **
 first test of its list that runs in that profile; the others are secondary evidence.
 
 Everything else (run order, book pages, the Verdicts page, tests) reads `CLAIMS`; result files are named by
-`result_name`. The order of `CLAIMS` is the book's order and the run order.
+`result_name`. The order of `CLAIMS` is the book's order; `run_order` puts the claims a notebook reads first.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class Claim:
     paper_numbers: tuple[tuple[str, str], ...]  # (the paper's number in words, its source)
     tests: tuple[TestSpec, ...] = field(default=())
     untested: tuple[str, ...] = ()      # statements the page cites but nothing here tests
+    needs: tuple[str, ...] = ()         # claims whose stored results this claim's notebook reads (run those first)
 
     def test(self, test_id: str) -> TestSpec:
         for t in self.tests:
@@ -89,6 +90,10 @@ def min_n(effect: float, method: str = "spearman") -> Gate:
 STRONG = 0.7  # the correlation a test must be able to detect where the paper gives no number
 
 
+UNITS_BEYOND = Gate("units_beyond", "independent units (runs, models) among the points beyond the optimum (at least "
+                    "5; checkpoints of one run are not independent)", 5, remedy="more training runs and models")
+
+
 def _gap(width: float, unit: str) -> Gate:
     return Gate("no_gap", f"widest accuracy stretch without a point ({unit}; at most {width:g})", width,
                 at_least=False, remedy="points that fill the accuracy axis (checkpoints at accuracy milestones)")
@@ -110,6 +115,51 @@ _FEL = "Fel et al. 2022"
 _KORN = "Kornblith et al. 2019, abstract"
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in (
+    Claim(
+        id="inverted_u", title="Inverted U",
+        text="Beyond an optimum, higher ImageNet accuracy gives worse perceptual similarity scores.",
+        citation="kumar2022,gunther2023", needs=("early_stopping", "human_alignment"),
+        paper_numbers=(("r = −0.84 between accuracy and perceptual score beyond the optimal accuracy",
+                        f"{_KUMAR}, Sec. 5, Fig. 4"),
+                       ("scaling a model down raises its perceptual score for all 5 architectures tuned",
+                        f"{_KUMAR}, Table 1"),
+                       ("no improvement in predicting human similarity judgements since GoogLeNet and VGG-M (a "
+                        "plateau, not a decline)", "Günther et al. 2023, abstract (cited, not tested here)")),
+        untested=("Günther et al.'s plateau since GoogLeNet / VGG-M is cited, not tested.",),
+        tests=(
+            TestSpec("bapps_beyond", "BAPPS PS vs ImageNet top-1: Spearman ρ beyond a split-half optimum",
+                     "Spearman ρ (split-half optimum)", -1, "paper's measure",
+                     "timm models at 224 px instead of the paper's 64 px ImageNet networks",
+                     "BAPPS 2AFC perceptual similarity", gates=(min_n(0.84), UNITS_BEYOND, _gap(10, "top-1 %")),
+                     paper_effect=-0.84, paper_source=f"{_KUMAR}, Sec. 5", profiles=("full",)),
+            TestSpec("cifar10h_beyond", "CIFAR-10H alignment (−ln calibrated KL) vs CIFAR-10 accuracy: Spearman ρ "
+                     "beyond a split-half optimum", "Spearman ρ (split-half optimum)", -1, "offline proxy",
+                     "CIFAR-10 ResNets and their training checkpoints against CIFAR-10H labels, not ImageNet "
+                     "networks against BAPPS judgements",
+                     "agreement with the human label distribution after temperature scaling (calibration removed)",
+                     gates=(min_n(0.84), UNITS_BEYOND, _gap(10, "accuracy points")), paper_effect=-0.84,
+                     paper_source=f"{_KUMAR}, Sec. 5 (on BAPPS)",
+                     shared="its checkpoints are early stopping's runs; there the question is when, here how accurate"),
+            TestSpec("cifar10h_slope", "CIFAR-10H alignment (−ln calibrated KL): slope of the quadratic at the highest "
+                     "accuracy", "slope (bootstrap over runs and models)", -1, "offline proxy",
+                     "as above", "agreement with the human label distribution",
+                     gates=(Gate("units", "independent units (runs and models; at least 10)", 10,
+                                 remedy="more training runs"), _gap(10, "accuracy points"))),
+            TestSpec("kumar_table1", "Table 1: mean PS gain from scaling down", "mean ΔPS (points; bootstrap over "
+                     "the 5 models)", +1, "claimants' data, re-analysed",
+                     "the paper's own table re-analysed: each cell is the best of a sweep against one default run",
+                     "BAPPS perceptual score",
+                     gates=(Gate("selection_null", "run-to-run SD of PS published (to size the best-of-sweep gain "
+                                 "that noise alone gives)", 1e-9,
+                                 remedy="the paper's run-to-run spread, or reruns of its sweeps"),)),
+            TestSpec("meanpool_vs_lpips", "mean-pool − LPIPS-untrained: human share of the nearest neighbour's "
+                     "class", "mean paired difference over query images", +1, "offline proxy",
+                     "nearest neighbours among CIFAR-10 test images scored against CIFAR-10H, not BAPPS",
+                     "category retrieval judged by people, not perceptual similarity",
+                     gates=(Gate("not_retrieval", "mean |human share − 1-NN accuracy| across models and distances "
+                                 "(at least 0.05, else the score is plain class retrieval)", 0.05,
+                                 remedy="a perceptual-similarity measure (BAPPS, full profile)"),)),
+        )),
     Claim(
         id="early_stopping", title="Early stopping",
         text="The best perceptual / human-aligned checkpoint comes before the most accurate one.",
@@ -140,88 +190,6 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
             TestSpec("kl_epoch_gap", "best-KL epoch − best-accuracy epoch", "mean over runs (epochs)", -1,
                      "offline proxy", "epoch positions, not a held-out gain", "when KL to CIFAR-10H is lowest",
                      gates=(PLATEAU,)),
-        )),
-    Claim(
-        id="human_alignment", title="Human alignment",
-        text="Past a point, more accurate ImageNet models are less aligned with human visual strategies.",
-        citation="fel2022,geirhos2021,peterson2019",
-        paper_numbers=(("a trade-off across 84 models: past a point, accuracy and ClickMe alignment diverge (shown "
-                        "as a figure; no coefficient in the readable text)", f"{_FEL}"),
-                       ("the harmonizer makes more accurate models more aligned: the trade-off is not inevitable",
-                        f"{_FEL} (cited, not tested here)")),
-        untested=("Fel et al.'s harmonizer (training that aligns models with ClickMe maps) is cited, not tested.",),
-        tests=(
-            TestSpec("clickme_here", "Spearman(top-1, ClickMe alignment), models scored here", "Spearman ρ", -1,
-                     "paper's measure", "timm models scored here on ClickMe validation maps",
-                     "ClickMe saliency alignment", gates=(min_n(STRONG),), profiles=("full",)),
-            TestSpec("serre_table", "Spearman(top-1, ClickMe alignment) beyond an optimum fitted on the other half, "
-                     "serre-lab table", "Spearman ρ (split-half optimum)", -1, "claimants' data, re-analysed",
-                     "the serre-lab 2025 table of timm models, published by the claimants: a re-analysis, not an "
-                     "independent test", "ClickMe saliency alignment (serre-lab's 2025 method)",
-                     gates=(min_n(STRONG),)),
-            TestSpec("ec_pooled", "Spearman(top-1, error consistency, mean of 3 data sets), ImageNet models",
-                     "Spearman ρ", -1, "offline proxy",
-                     "11 offline mobile ImageNet networks (9 int8 TFLite) on model-vs-human trials, not 84 models on "
-                     "ClickMe maps", "trial-by-trial agreement of errors with people",
-                     gates=(min_n(STRONG), ONE_SIGN)),
-            *(TestSpec(f"ec_{d.replace('-', '_')}", f"Spearman(top-1, error consistency), {d}", "Spearman ρ", -1,
-                       "offline proxy", "11 offline mobile ImageNet networks on one model-vs-human data set",
-                       f"trial-by-trial agreement of errors with people on {d}", gates=(min_n(STRONG),))
-              for d in ("cue-conflict", "edge", "silhouette")),
-            TestSpec("shape_bias", "Spearman(top-1, shape bias), ImageNet models", "Spearman ρ", -1, "offline proxy",
-                     "11 offline mobile ImageNet networks on cue-conflict images",
-                     "shape-vs-texture preference (people prefer shape)", gates=(min_n(STRONG),)),
-            TestSpec("cifar10h", "Spearman(CIFAR-10 accuracy, temperature-scaled KL to CIFAR-10H), pretrained CIFAR "
-                     "ResNets", "Spearman ρ", +1, "offline proxy", "4 CIFAR-10 ResNets on CIFAR-10, not ImageNet models",
-                     "agreement with the human label distribution after temperature scaling (calibration removed)",
-                     gates=(min_n(STRONG),),
-                     shared="one CIFAR-10H measure: across pretrained models here, across epochs in early stopping, "
-                            "across both in the inverted U"),
-        )),
-    Claim(
-        id="inverted_u", title="Inverted U",
-        text="Beyond an optimum, higher ImageNet accuracy gives worse perceptual similarity scores.",
-        citation="kumar2022,gunther2023",
-        paper_numbers=(("r = −0.84 between accuracy and perceptual score beyond the optimal accuracy",
-                        f"{_KUMAR}, Sec. 5, Fig. 4"),
-                       ("scaling a model down raises its perceptual score for all 5 architectures tuned",
-                        f"{_KUMAR}, Table 1"),
-                       ("no improvement in predicting human similarity judgements since GoogLeNet and VGG-M (a "
-                        "plateau, not a decline)", "Günther et al. 2023, abstract (cited, not tested here)")),
-        untested=("Günther et al.'s plateau since GoogLeNet / VGG-M is cited, not tested.",),
-        tests=(
-            TestSpec("bapps_beyond", "BAPPS PS vs ImageNet top-1: Spearman ρ beyond a split-half optimum",
-                     "Spearman ρ (split-half optimum)", -1, "paper's measure",
-                     "timm models at 224 px instead of the paper's 64 px ImageNet networks",
-                     "BAPPS 2AFC perceptual similarity", gates=(min_n(0.84), _gap(10, "top-1 %")),
-                     paper_effect=-0.84, paper_source=f"{_KUMAR}, Sec. 5", profiles=("full",)),
-            TestSpec("cifar10h_beyond", "CIFAR-10H alignment (−ln calibrated KL) vs CIFAR-10 accuracy: Spearman ρ "
-                     "beyond a split-half optimum", "Spearman ρ (split-half optimum)", -1, "offline proxy",
-                     "CIFAR-10 ResNets and their training checkpoints against CIFAR-10H labels, not ImageNet "
-                     "networks against BAPPS judgements",
-                     "agreement with the human label distribution after temperature scaling (calibration removed)",
-                     gates=(min_n(0.84), _gap(10, "accuracy points")), paper_effect=-0.84,
-                     paper_source=f"{_KUMAR}, Sec. 5 (on BAPPS)",
-                     shared="its checkpoints are early stopping's runs; there the question is when, here how accurate"),
-            TestSpec("cifar10h_slope", "CIFAR-10H alignment (−ln calibrated KL): slope of the quadratic at the highest "
-                     "accuracy", "slope (bootstrap over runs and models)", -1, "offline proxy",
-                     "as above", "agreement with the human label distribution",
-                     gates=(Gate("units", "independent units (runs and models; at least 10)", 10,
-                                 remedy="more training runs"), _gap(10, "accuracy points"))),
-            TestSpec("kumar_table1", "Table 1: mean PS gain from scaling down", "mean ΔPS (points; bootstrap over "
-                     "the 5 models)", +1, "claimants' data, re-analysed",
-                     "the paper's own table re-analysed: each cell is the best of a sweep against one default run",
-                     "BAPPS perceptual score",
-                     gates=(Gate("selection_null", "run-to-run SD of PS published (to size the best-of-sweep gain "
-                                 "that noise alone gives)", 1e-9,
-                                 remedy="the paper's run-to-run spread, or reruns of its sweeps"),)),
-            TestSpec("meanpool_vs_lpips", "mean-pool − LPIPS-untrained: human share of the nearest neighbour's "
-                     "class", "mean paired difference over query images", +1, "offline proxy",
-                     "nearest neighbours among CIFAR-10 test images scored against CIFAR-10H, not BAPPS",
-                     "category retrieval judged by people, not perceptual similarity",
-                     gates=(Gate("not_retrieval", "mean |human share − 1-NN accuracy| across models and distances "
-                                 "(at least 0.05, else the score is plain class retrieval)", 0.05,
-                                 remedy="a perceptual-similarity measure (BAPPS, full profile)"),)),
         )),
     Claim(
         id="dataset_correlation", title="Dataset correlation",
@@ -278,8 +246,63 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
                        "one target data set", "agreement of architecture rankings", gates=(ABOVE_CHANCE, RELIABLE),
                        profiles=OFFLINE)
               for t in ("fashion_mnist", "digits")),
+        )),    Claim(
+        id="human_alignment", title="Human alignment",
+        text="Past a point, more accurate ImageNet models are less aligned with human visual strategies.",
+        citation="fel2022,geirhos2021,peterson2019", needs=("early_stopping",),
+        paper_numbers=(("a trade-off across 84 models: past a point, accuracy and ClickMe alignment diverge (shown "
+                        "as a figure; no coefficient in the readable text)", f"{_FEL}"),
+                       ("their neural harmonizer both aligns models with human strategies and improves accuracy",
+                        f"{_FEL}, abstract (cited, not tested here)")),
+        untested=("Fel et al.'s neural harmonizer (a training routine that aligns models with ClickMe maps and, in "
+                  "their words, improves accuracy) is cited, not tested.",),
+        tests=(
+            TestSpec("clickme_here", "Spearman(top-1, ClickMe alignment), models scored here", "Spearman ρ", -1,
+                     "paper's measure", "timm models scored here on ClickMe validation maps",
+                     "ClickMe saliency alignment", gates=(min_n(STRONG),), profiles=("full",)),
+            TestSpec("serre_table", "Spearman(top-1, ClickMe alignment) beyond an optimum fitted on the other half, "
+                     "serre-lab table", "Spearman ρ (split-half optimum)", -1, "claimants' data, re-analysed",
+                     "the serre-lab 2025 table of timm models, published by the claimants: a re-analysis, not an "
+                     "independent test", "ClickMe saliency alignment (serre-lab's 2025 method)",
+                     gates=(min_n(STRONG),)),
+            TestSpec("ec_pooled", "Spearman(top-1, error consistency, mean of 3 data sets), ImageNet models",
+                     "Spearman ρ", -1, "offline proxy",
+                     "11 offline mobile ImageNet networks (9 int8 TFLite) on model-vs-human trials, not 84 models on "
+                     "ClickMe maps", "trial-by-trial agreement of errors with people",
+                     gates=(min_n(STRONG), ONE_SIGN)),
+            *(TestSpec(f"ec_{d.replace('-', '_')}", f"Spearman(top-1, error consistency), {d}", "Spearman ρ", -1,
+                       "offline proxy", "11 offline mobile ImageNet networks on one model-vs-human data set",
+                       f"trial-by-trial agreement of errors with people on {d}", gates=(min_n(STRONG),))
+              for d in ("cue-conflict", "edge", "silhouette")),
+            TestSpec("shape_bias", "Spearman(top-1, shape bias), ImageNet models", "Spearman ρ", -1, "offline proxy",
+                     "11 offline mobile ImageNet networks on cue-conflict images",
+                     "shape-vs-texture preference (people prefer shape)", gates=(min_n(STRONG),)),
+            TestSpec("cifar10h", "Spearman(CIFAR-10 accuracy, temperature-scaled KL to CIFAR-10H), pretrained CIFAR "
+                     "ResNets", "Spearman ρ", +1, "offline proxy", "4 CIFAR-10 ResNets on CIFAR-10, not ImageNet models",
+                     "agreement with the human label distribution after temperature scaling (calibration removed)",
+                     gates=(min_n(STRONG),),
+                     shared="one CIFAR-10H measure: across pretrained models here, across epochs in early stopping, "
+                            "across both in the inverted U"),
         )),
+
 )}
+
+def run_order() -> tuple[str, ...]:
+    """The claims in an order where every claim comes after those it `needs` (book order otherwise)."""
+    done: list[str] = []
+
+    def visit(claim_id: str, path: tuple[str, ...] = ()) -> None:
+        if claim_id in path:
+            raise TradeoffsError(f"claims need each other in a cycle: {' -> '.join((*path, claim_id))}")
+        if claim_id not in done:
+            for other in CLAIMS[claim_id].needs:
+                visit(other, (*path, claim_id))
+            done.append(claim_id)
+
+    for claim_id in CLAIMS:
+        visit(claim_id)
+    return tuple(done)
+
 
 def claim(claim_id: str) -> Claim:
     """The declared claim; a clear error for an unknown id."""
@@ -288,8 +311,8 @@ def claim(claim_id: str) -> Claim:
     return CLAIMS[claim_id]
 
 
-def result_name(claim_id: str, part: str, profile: str) -> str:
-    """The results file name `<claim>_<part>_<profile>` (without .nc)."""
+def result_name(notebook: str, part: str, profile: str) -> str:
+    """The results file name `<notebook>_<part>_<profile>` (`<notebook>_<profile>` for part ""), without .nc."""
     if profile not in PROFILES:
         raise TradeoffsError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
-    return f"{claim_id}_{part}_{profile}"
+    return "_".join(p for p in (notebook, part, profile) if p)

@@ -204,9 +204,9 @@ def _read_trials(name: str, dataset: str) -> pd.DataFrame:
 
 def short_image_id(imagenames: pd.Series) -> pd.Series:
     """model-vs-human `get_short_imagename`: last `_` part, or the last two when the second-to-last starts "n0"."""
-    parts = imagenames.str.split("_")
-    last, second = parts.str[-1], parts.str[-2]
-    return last.where(~second.str.startswith("n0", na=False), second + "_" + last)
+    parts = imagenames.astype(str).str.split("_")
+    last, second = parts.str[-1], parts.str[-2].astype(object).fillna("").astype(str)  # no "_": no second part
+    return last.where(~second.str.startswith("n0"), second + "_" + last)
 
 
 def cue_conflict_texture(images: pd.Series) -> pd.Series:

@@ -9,12 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from .claims import CLAIMS
+from .claims import run_order
 from .errors import TradeoffsError
 from .results import PROFILES, compare, load, repo_root, stored_names
 
-# Execution order: early_stopping trains the checkpoints others score; inverted_u reads human_alignment's results.
-ORDER = (*CLAIMS, "performance")
+# Execution order: claims whose results other notebooks read come first (tradeoffs.claims.run_order).
+ORDER = (*run_order(), "performance")
 
 
 def notebooks(source: Path) -> list[str]:

@@ -443,7 +443,9 @@ def beyond_optimum_split(x, y, units=None, *, seed: int = 0) -> dict:
 
     The units are split in two halves at random (`seed`); the quadratic's optimum is fitted on the first half and ρ
     is computed over the second half's points beyond it, so the optimum is not chosen on the points it judges.
-    Returns `correlation`'s keys, the optimum, the number of units and the points used for the fit.
+    Returns `correlation`'s keys, the optimum, the number of units, the points used for the fit and the number of
+    units among the judged points (`units_beyond`). The interval treats points as independent: with several points
+    per unit (checkpoints of one run) it is only as good as the number of units, which a gate should check.
     """
     x, y = _paired(x, y, min_n=6)
     groups = _groups(units, len(x))
@@ -454,7 +456,11 @@ def beyond_optimum_split(x, y, units=None, *, seed: int = 0) -> dict:
         raise TradeoffsError("the fitting half has fewer than 3 distinct x values; more units are needed.")
     optimum = _fitted_optimum(x[fit_half], y[fit_half])
     beyond = test_half[x[test_half] > optimum]
-    base = {"optimum": optimum, "n_fit": len(fit_half), "units": len(groups)}
+    unit_of = np.empty(len(x), dtype=int)
+    for k, g in enumerate(groups):
+        unit_of[g] = k
+    base = {"optimum": optimum, "n_fit": len(fit_half), "units": len(groups),
+            "units_beyond": len(np.unique(unit_of[beyond]))}
     if len(beyond) < 3:
         return {**base, "r": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan, "n": len(beyond),
                 "ci_method": "undefined (fewer than 3 points beyond the optimum)"}

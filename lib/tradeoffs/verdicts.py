@@ -210,7 +210,8 @@ def markdown(ds: xr.Dataset, *, secondary: bool = True) -> str:
         head.append("Validity gates: " + "; ".join(_gate_text(g) for g in gates) + ".")
     if row["difference"].item():
         head.append(f"Setting: {row['setting'].item()}: {row['difference'].item()}. Measure: "
-                     f"{row['construct'].item()}.")
+                    f"{row['construct'].item()}." + (f" The same measure serves another claim: {row['shared'].item()}."
+                                                     if row["shared"].item() else ""))
     if not secondary or len(ds.test) == 1:
         return "\n\n".join(head)
     lines = ["Secondary evidence (listed, never voted; p adjusted by Holm over these rows):"]
@@ -227,3 +228,16 @@ def markdown(ds: xr.Dataset, *, secondary: bool = True) -> str:
                      + (f"; {r['consistency'].item()}" if r["consistency"].item() else "")
                      + f" → **{r['outcome'].item()}**{extra}.")
     return "\n\n".join(head) + "\n\n" + "\n".join(lines)
+
+
+def show(ds: xr.Dataset) -> None:
+    """Display the verdict box; in the book build also glue its short form as `verdict`, which opens the page."""
+    from IPython.display import Markdown, display
+
+    try:
+        from myst_nb import glue
+    except ImportError:  # outside the book build (on Colab, say) nothing reads the glued copy
+        pass
+    else:
+        glue("verdict", Markdown(markdown(ds, secondary=False)), display=False)
+    display(Markdown(markdown(ds)))
