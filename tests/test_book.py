@@ -269,7 +269,7 @@ def test_verdicts_page_from_stored_rows(tmp_path: Path, isolated: Path) -> None:
                                         "shape_bias": _measured(-0.4, 0.3, n=11, p=0.0123, enough_n=11),
                                         "cifar10h": _measured(-0.4, 0.9, n=4, enough_n=4)},
                     profile="default", parameters={})
-    verdicts.record("inverted_u", {"cifar10h_beyond": _measured(-0.3, -0.1, enough_n=20, no_gap=30)},
+    verdicts.record("inverted_u", {"cifar10h_beyond": _measured(-0.3, -0.1, enough_n=20, units_beyond=6, no_gap=30)},
                     profile="default", parameters={})
     make_tree(tmp_path, ["book/executed/inverted_u.ipynb"])
     text = bookpages.verdicts_text(tmp_path, directory=isolated / "results")
