@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import xarray as xr
 
@@ -61,3 +62,16 @@ def test_book_builds_with_the_executed_notebooks(smoke: Path) -> None:
     assert proc.returncode == 0, f"jupyter-book build failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
     for name in NOTEBOOKS:
         assert (out / "_build" / "html" / "book" / "executed" / f"{name}.html").is_file(), name
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_pages_open_with_the_verdict_and_fold_their_code(name: str) -> None:
+    """Reader-first: the verdict box right after the introduction; every code cell but the parameters folded."""
+    nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    if name in claims.CLAIMS:
+        assert "{glue:md} verdict" in nb.cells[1].source, "the verdict box does not open the page"
+    for cell in nb.cells:
+        tags = set(cell.metadata.get("tags", []))
+        if cell.cell_type == "code":
+            assert tags & {"parameters", "hide-input", "remove-input", "remove-cell"}, cell.source[:80]
+            assert "parameters" not in tags or not tags & {"hide-input", "remove-input"}, "parameters stay visible"

@@ -124,7 +124,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
                        ("scaling a model down raises its perceptual score for all 5 architectures tuned",
                         f"{_KUMAR}, Table 1"),
                        ("no improvement in predicting human similarity judgements since GoogLeNet and VGG-M (a "
-                        "plateau, not a decline)", "Günther et al. 2023, abstract (cited, not tested here)")),
+                        "plateau, not a decline)", "Günther et al. 2023, abstract; cited, not tested here")),
         untested=("Günther et al.'s plateau since GoogLeNet / VGG-M is cited, not tested.",),
         tests=(
             TestSpec("bapps_beyond", "BAPPS PS vs ImageNet top-1: Spearman ρ beyond a split-half optimum",
@@ -253,7 +253,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
         paper_numbers=(("a trade-off across 84 models: past a point, accuracy and ClickMe alignment diverge (shown "
                         "as a figure; no coefficient in the readable text)", f"{_FEL}"),
                        ("their neural harmonizer both aligns models with human strategies and improves accuracy",
-                        f"{_FEL}, abstract (cited, not tested here)")),
+                        f"{_FEL}, abstract; cited, not tested here")),
         untested=("Fel et al.'s neural harmonizer (a training routine that aligns models with ClickMe maps and, in "
                   "their words, improves accuracy) is cited, not tested.",),
         tests=(

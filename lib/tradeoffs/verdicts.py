@@ -74,7 +74,9 @@ def consistency(spec: claims.TestSpec, m: Measured | None) -> str:
     value = f"{spec.paper_effect:g}"
     if m.ci_low <= spec.paper_effect <= m.ci_high:
         return f"consistent with the paper's {value}"
-    return f"{'smaller' if m.ci_high < spec.paper_effect else 'larger'} than the paper's {value} (outside our CI)"
+    if m.ci_high < spec.paper_effect:
+        return f"smaller than the paper's {value} (our CI ends at {m.ci_high:.3f})"
+    return f"larger than the paper's {value} (our CI starts at {m.ci_low:.3f})"
 
 
 def evaluate(claim_id: str, measured: Mapping[str, Measured | None], profile: str) -> xr.Dataset:
