@@ -245,3 +245,14 @@ def test_split_optimum_and_slope_at_top():
     assert S.slope_at_top(x, -y)["ci_low"] > 0
     assert S.largest_gap([0.1, 0.4, 0.45]) == pytest.approx(0.3)
     assert S.n_to_detect(0.7) == 10 and S.heterogeneity([0.5, 0.5], [20, 20])["I2"] == 0
+
+
+def test_noise_ratio():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0.5, 0.9, 200)
+    measured = true + rng.normal(0, 0.02, 200)
+    pairs = np.column_stack([true[:50] + rng.normal(0, 0.02, 50), true[:50] + rng.normal(0, 0.02, 50)])
+    out = S.noise_ratio(measured, n_test=10 ** 9, replicate_pairs=pairs)
+    assert out["seed"] == pytest.approx(0.02, rel=0.25) and out["sampling"] < 1e-3
+    assert out["reliability"] == pytest.approx(1 - 0.02 ** 2 / np.var(measured, ddof=1), abs=0.02)
+    assert S.noise_ratio([0.5, 0.52, 0.48], n_test=50)["reliability"] < 0, "binomial noise dominates"

@@ -396,6 +396,26 @@ def largest_gap(x) -> float:
     return float(np.diff(x).max()) if len(x) > 1 else math.nan
 
 
+def noise_ratio(accuracy, n_test: int, replicate_pairs=None) -> dict:
+    """How far a set of accuracies (fractions, one per model or architecture) spreads beyond measurement noise.
+
+    across: SD over units; sampling: the binomial SD of one accuracy measured on `n_test` images,
+    √(mean a(1−a) / n_test); seed: SD of one run from retraining, from `replicate_pairs` [m, 2] (two seeds of the
+    same unit) as SD(difference)/√2 (0 when not given); ratio: across / √(seed² + sampling²); reliability:
+    1 − 1/ratio², the share of the across-unit variance that is not noise (negative when noise dominates).
+    """
+    a = np.asarray(accuracy, dtype=float)
+    sampling = math.sqrt(float(np.mean(a * (1 - a))) / n_test)
+    seed = 0.0
+    if replicate_pairs is not None:
+        pairs = np.asarray(replicate_pairs, dtype=float)
+        seed = float(np.std(pairs[:, 1] - pairs[:, 0], ddof=1) / math.sqrt(2)) if len(pairs) >= 2 else math.nan
+    across = float(np.std(a, ddof=1))
+    ratio = across / math.hypot(seed, sampling) if math.hypot(seed, sampling) > 0 else math.inf
+    reliability = 1 - 1 / ratio ** 2 if ratio > 0 else -math.inf
+    return {"across": across, "seed": seed, "sampling": sampling, "ratio": ratio, "reliability": reliability}
+
+
 def attenuation_corrected(r: float, reliability_x: float, reliability_y: float) -> float:
     """Spearman's correction for attenuation, r / √(rel_x · rel_y), clipped to [−1, 1] (a point estimate)."""
     if not (reliability_x > 0 and reliability_y > 0):
