@@ -61,7 +61,11 @@ def test_book_builds_with_the_executed_notebooks(smoke: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"jupyter-book build failed:\n{(proc.stdout + proc.stderr)[-6000:]}"
     for name in NOTEBOOKS:
-        assert (out / "_build" / "html" / "book" / "executed" / f"{name}.html").is_file(), name
+        page = out / "_build" / "html" / "book" / "executed" / f"{name}.html"
+        assert page.is_file(), name
+        html = page.read_text(encoding="utf-8")
+        for leak in ("Traceback (most recent call last)", "Warning:", str(REPO), str(smoke)):
+            assert leak not in html, f"{name}.html shows {leak!r}: a warning, a traceback or an absolute path"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
