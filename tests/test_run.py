@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -68,3 +69,18 @@ def test_run_order_puts_what_a_notebook_reads_first():
         for needed in claim.needs:
             assert order.index(needed) < order.index(claim.id), f"{claim.id} reads {needed}'s results"
     assert set(order) == {*claims.CLAIMS, "performance"}
+
+
+def test_reproduce_starts_from_an_empty_cache(monkeypatch):
+    seen = {}
+
+    def fake_execute(name, source, output, profile, cwd, extra=None):
+        seen[name] = (os.environ["TRADEOFFS_CACHE"], os.environ["TRADEOFFS_RECOMPUTE"])
+        return 0.0
+
+    for var in ("TRADEOFFS_CACHE", "TRADEOFFS_RECOMPUTE", "TRADEOFFS_RESULTS"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))  # restored after the test
+    monkeypatch.setattr(run, "execute", fake_execute)
+    assert run.main(["--reproduce", "--only", "performance"]) == 0
+    cache, recompute = seen["performance"]
+    assert cache.endswith("_build/reproduce/cache") and recompute == "1"

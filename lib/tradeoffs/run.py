@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
     parser.add_argument("--output-dir", type=Path, help="where executed notebooks go (default book/executed)")
     parser.add_argument("--reproduce", action="store_true",
-                        help="recompute everything from scratch into _build/reproduce and compare with data/results")
+                        help="recompute everything from scratch (an empty cache) into _build/reproduce and compare with "
+                             "data/results")
     args = parser.parse_args(argv)
     try:
         if args.profile not in PROFILES:
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.reproduce:
             fresh = root / "_build" / "reproduce" / "results"
             fresh.mkdir(parents=True, exist_ok=True)
-            os.environ.update(TRADEOFFS_RECOMPUTE="1", TRADEOFFS_RESULTS=str(fresh))
+            cache = root / "_build" / "reproduce" / "cache"  # an empty cache: no training run or feature is reused
+            os.environ.update(TRADEOFFS_RECOMPUTE="1", TRADEOFFS_RESULTS=str(fresh), TRADEOFFS_CACHE=str(cache))
             output = root / "_build" / "reproduce" / "executed"
         for i, name in enumerate(names, 1):
             print(f"[{i}/{len(names)}] {name} (profile {args.profile}) ...", flush=True)
