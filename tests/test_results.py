@@ -134,3 +134,14 @@ def test_compare_reports_differences_beyond_tolerance(isolated: Path) -> None:
     nudged["score"][0, 0] += 1e-2
     (problem,) = results.compare(stored, nudged)
     assert problem.startswith("score: 1 of 6 values differ")
+
+
+def test_labels_are_not_truncated_by_an_inherited_string_width(isolated):
+    """Cells read back from the cache carry a fixed string width; a combined file must keep longer labels whole."""
+    short = xr.Dataset({"v": ("dataset", [1.0])}, coords={"dataset": ["cifar10-10"]})
+    short["dataset"].encoding["dtype"] = np.dtype("<U10")
+    combined = xr.concat([short, xr.Dataset({"v": ("dataset", [2.0])}, coords={"dataset": ["fashion_mnist"]})],
+                         dim="dataset")
+    combined["dataset"].encoding["dtype"] = np.dtype("<U10")
+    results.save(combined, "labels_smoke", profile="smoke", parameters={}, elapsed_s=0.0)
+    assert list(results.load("labels_smoke").dataset.values) == ["cifar10-10", "fashion_mnist"]

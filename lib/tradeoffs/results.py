@@ -147,6 +147,8 @@ def write(ds: xr.Dataset, path: Path, *, profile: str, parameters: dict[str, Any
                              "tolerance": json.dumps(tolerance or {"rtol": 1e-6, "atol": 1e-9})})
     for var in ds.variables.values():
         var.attrs = _netcdf_safe(var.attrs)
+        if var.dtype.kind in "UO":  # a fixed width read from an earlier file would truncate longer labels
+            var.encoding.pop("dtype", None)
     _atomic_to_netcdf(ds, path)
     return path
 
