@@ -278,12 +278,12 @@ def test_verdicts_page_from_stored_rows(tmp_path: Path, isolated: Path) -> None:
     assert human[1] == "{bdg-success}`supported`", "the primary test alone decides"
     assert human[3].startswith("Spearman(top-1, ClickMe alignment) beyond an optimum") and "n = 300" in human[3]
     assert human[4] == "claimants' data, re-analysed"
-    assert inverted[1] == "{bdg-secondary}`not testable here`", "a failed gate takes the badge away"
+    assert inverted[1] == "{bdg-info}`not testable here`", "a failed gate takes the badge away"
     assert "(2 of 5 claims run so far)" in text
     section = text.split("### Human alignment", 1)[1].split("###", 1)[0]
     assert "Cited, not tested:" in section and "{bdg-muted}`not run in this profile`" in section
     assert "| 0.012 |" in section, "one judged secondary row: Holm leaves its p as it is"
-    assert "{bdg-secondary}`not testable here`" in section, "4 CIFAR models fail the n gate"
+    assert "{bdg-info}`not testable here`" in section, "4 CIFAR models fail the n gate"
     assert "`python -m tradeoffs.run" not in section
     gap = text.split("### Inverted U", 1)[1].split("###", 1)[0]
     assert "accuracy points; at most 10): 30 (fails)" in gap and "consistent with the paper's -0.84" not in gap

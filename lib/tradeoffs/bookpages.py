@@ -51,7 +51,7 @@ GENERATOR = "lib/tradeoffs/bookpages.py"  # what a reader should edit instead of
 EXECUTED = "book/executed"  # where tradeoffs.run writes executed notebooks (git-ignored)
 SOURCE_NOTEBOOKS = "notebooks"  # their tracked sources
 BADGES = {"supported": "success", "not supported": "danger", "inconclusive here": "warning", "not yet run": "muted",
-          "not testable here": "secondary", "not run in this profile": "muted"}
+          "not testable here": "info", "not run in this profile": "muted"}
 # Front matter of the generated pages: no right-hand "Contents" column, so their tables get the page's width.
 WIDE_PAGE = ("---", "html_theme.sidebar_secondary.remove: true", "---")
 

@@ -195,6 +195,10 @@ def _p(p: float) -> str:
     return "< 0.0001" if p < 1e-4 else f"= {p:.2g}"
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _gate_text(g: dict[str, Any]) -> str:
     verdict = "passes" if g["passed"] else f"fails; needs {g['remedy']}" if g["remedy"] else "fails"
     return f"{g['description']}: measured {_value(g['measured'])} ({verdict})"
@@ -205,7 +209,7 @@ def markdown(ds: xr.Dataset, *, secondary: bool = True) -> str:
     primary = ds.attrs["primary_test"]
     row = ds.sel(test=primary)
     head = [f"**Verdict: {ds.attrs['verdict']}** (primary test, fixed in `tradeoffs.claims` before the results: "
-             f"*{row['name'].item()}*). {row['statistic'].item()}: {_interval(row)}"
+             f"*{row['name'].item()}*). {_sentence(row['statistic'].item())}: {_interval(row)}"
              + (f"; {row['consistency'].item()}" if row["consistency"].item() else "") + "."]
     gates = gates_of(ds, primary)
     if gates:
