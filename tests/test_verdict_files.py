@@ -56,8 +56,8 @@ def test_tllib_primary_recomputed_with_scipy() -> None:
     planted = sps.pearsonr(tl.top1.values, -y)  # y negated: the outcome must flip
     flipped = verdicts.Measured(planted.statistic, *planted.confidence_interval(), len(y), gates={"enough_n": len(y)})
     kept = verdicts.Measured(res.statistic, lo, hi, len(y), gates={"enough_n": len(y)})
-    assert verdicts.outcome(spec, kept, "default")[0] == row["outcome"].item() == "supported"
-    assert verdicts.outcome(spec, flipped, "default")[0] == "not supported"
+    assert verdicts.outcome(spec, kept, "default") == row["outcome"].item() == "supported"
+    assert verdicts.outcome(spec, flipped, "default") == "not supported"
 
 
 def test_error_consistency_rows_recomputed_with_scipy() -> None:

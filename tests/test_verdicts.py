@@ -19,7 +19,7 @@ def m(lo: float, hi: float, n: int = 40, p: float = NAN, **gates: float) -> verd
 
 def outcome(test_id: str, measured: verdicts.Measured | None, claim: str = "dataset_correlation",
             profile: str = "default") -> str:
-    return verdicts.outcome(claims.claim(claim).test(test_id), measured, profile)[0]
+    return verdicts.outcome(claims.claim(claim).test(test_id), measured, profile)
 
 
 def test_rule_after_gates() -> None:

@@ -144,13 +144,12 @@ def _permutations(n: int) -> np.ndarray:
     return np.array(list(itertools.permutations(range(n))), dtype=np.int8)
 
 
-def correlation(x, y, method: Method = "pearson", n_boot: int = 2000, seed: int = 0, dropna: bool = False) -> dict:
+def correlation(x, y, method: Method = "pearson", dropna: bool = False) -> dict:
     """r, 95% CI, two-sided p and n.
 
     The CI is `correlation_ci` (Fisher z, Bonett–Wright or Fieller, by method); the p value is pingouin's, or exact
     (`exact_permutation_p`) up to 10 points. |r| = 1 or a constant input give a NaN interval, never a point.
-    With `dropna`, pairs with a NaN are dropped first and fewer than 3 pairs give NaN. (`n_boot` and `seed` are
-    kept for callers that pass them; no interval here is bootstrapped.)
+    With `dropna`, pairs with a NaN are dropped first and fewer than 3 pairs give NaN.
     """
     _check_method(method)
     if dropna:

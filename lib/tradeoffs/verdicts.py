@@ -49,20 +49,19 @@ class Measured:
                    float(result.get("p", math.nan)), str(result.get("ci_method", "")), dict(gates or {}), note)
 
 
-def outcome(spec: claims.TestSpec, m: Measured | None, profile: str) -> tuple[str, list[str]]:
-    """(outcome, failed gate ids) of one declared test."""
+def outcome(spec: claims.TestSpec, m: Measured | None, profile: str) -> str:
+    """The outcome of one declared test: gates first, then the interval."""
     if m is None:
-        return (NOT_RUN if profile not in spec.profiles else NOT_TESTABLE), []
+        return NOT_RUN if profile not in spec.profiles else NOT_TESTABLE
     missing = [g.id for g in spec.gates if g.id not in m.gates]
     if missing:
         raise TradeoffsError(f"test {spec.id!r}: no measured value for gate(s) {', '.join(missing)}")
-    failed = [g.id for g in spec.gates if not g.passes(m.gates[g.id])]
-    if failed:
-        return NOT_TESTABLE, failed
+    if not all(g.passes(m.gates[g.id]) for g in spec.gates):
+        return NOT_TESTABLE
     lo, hi = m.ci_low, m.ci_high
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo <= 0 or m.n <= 3:
-        return INCONCLUSIVE, []
-    return stats.verdict(lo, hi, spec.expected_sign), []
+        return INCONCLUSIVE
+    return stats.verdict(lo, hi, spec.expected_sign)
 
 
 def consistency(spec: claims.TestSpec, m: Measured | None) -> str:
@@ -95,7 +94,7 @@ def evaluate(claim_id: str, measured: Mapping[str, Measured | None], profile: st
     rows, gm, gt, gp, gd, gr = [], [], [], [], [], []
     for spec in claim.tests:
         m = measured.get(spec.id)
-        result, _ = outcome(spec, m, profile)
+        result = outcome(spec, m, profile)
         rows.append({"test": spec.id, "name": spec.name, "statistic": spec.statistic,
                      "estimate": m.estimate if m else math.nan, "ci_low": m.ci_low if m else math.nan,
                      "ci_high": m.ci_high if m else math.nan, "n": m.n if m else 0, "p": m.p if m else math.nan,
@@ -132,8 +131,8 @@ def record(claim_id: str, measured: Mapping[str, Measured | None], *, profile: s
            parameters: dict[str, Any], inputs: list[xr.Dataset] = ()) -> xr.Dataset:
     """Judge and store `<claim>_verdict_<profile>.nc`; returns it.
 
-    `inputs` are the results files the verdict summarises: their commits are recorded, and a stored file with the
-    same rows is kept as it is only if it is not older than any of them.
+    `inputs` are the results files the verdict summarises: their creation times are recorded, and a stored file with
+    the same rows is kept as it is only if it is not older than any of them.
     """
     ds = evaluate(claim_id, measured, profile)
     ds.attrs["inputs_created"] = json.dumps(sorted(str(i.attrs.get("created_utc", "")) for i in inputs))
