@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .claims import CLAIMS
 from .errors import TradeoffsError
 
 SCHEMA_VERSION = 1
@@ -161,9 +162,7 @@ def save(ds: xr.Dataset, name: str, *, profile: str, parameters: dict[str, Any],
 
 
 def _notebook_of(name: str) -> str:
-    from .run import ORDER
-
-    return next((nb for nb in ORDER if name.startswith(nb)), "NOTEBOOK")
+    return next((nb for nb in (*CLAIMS, "performance") if name.startswith(nb)), "NOTEBOOK")
 
 
 def load(name: str, directory: Path | None = None) -> xr.Dataset:
@@ -277,6 +276,11 @@ def recompute_requested() -> bool:
     return os.environ.get("TRADEOFFS_RECOMPUTE", "") not in ("", "0")
 
 
+def reuse_only() -> bool:
+    """True when stored results must be reused, never recomputed (`TRADEOFFS_REUSE_ONLY=1`: checks a refactor)."""
+    return os.environ.get("TRADEOFFS_REUSE_ONLY", "") not in ("", "0")
+
+
 def load_or_compute(name: str, inputs_key: str, compute: Callable[[], xr.Dataset], *, profile: str,
                     parameters: dict[str, Any], tolerance: dict[str, float] | None = None) -> xr.Dataset:
     """Load `name` if it was stored for the same inputs key; otherwise compute, save and return it."""
@@ -288,6 +292,9 @@ def load_or_compute(name: str, inputs_key: str, compute: Callable[[], xr.Dataset
             ds = None
         if ds is not None and ds.attrs.get("inputs_key") == inputs_key:
             return ds
+    if reuse_only():
+        raise TradeoffsError(f"{name} would be recomputed (no stored file with inputs key {inputs_key[:12]}…) but "
+                             "TRADEOFFS_REUSE_ONLY is set: unset it to recompute")
     start = time.perf_counter()
     ds = compute()
     save(ds, name, profile=profile, parameters=parameters, elapsed_s=time.perf_counter() - start,

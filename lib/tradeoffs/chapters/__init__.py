@@ -1,0 +1,37 @@
+"""The analysis behind each book chapter, one module per notebook (`inverted_u`, `early_stopping`, ...).
+
+A notebook holds its parameters, one or two calls per step into its module, figures and the verdict; what it computes,
+the profiles it runs under and the sentences it prints from results live in the module, where tests reach them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import TradeoffsError
+
+ALWAYS = ("device", "seed")  # parameters every notebook has, outside its profiles
+
+
+def settings(profiles: Mapping[str, Mapping[str, Any]], profile: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """A profile's settings, each overridden by the notebook parameter of the same name when that is not None."""
+    if profile not in profiles:
+        raise TradeoffsError(f"unknown profile {profile!r}; use one of {', '.join(profiles)}.")
+    chosen = dict(profiles[profile])
+    for name in (*chosen, *ALWAYS):
+        if given.get(name) is not None:
+            chosen[name] = given[name]
+    return chosen
+
+
+def setup() -> None:
+    """What every chapter notebook starts with: the book's figure style, and no note about missing ipywidgets."""
+    import warnings
+
+    from tqdm import TqdmWarning
+
+    from .. import plots
+
+    warnings.filterwarnings("ignore", category=TqdmWarning)  # without ipywidgets, progress bars are plain text
+    plots.set_style()
