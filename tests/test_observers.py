@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import struct
 
 import numpy as np
 import pandas as pd
@@ -11,7 +9,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 from torch import nn
 
 from tradeoffs import data, metrics, observers
@@ -192,158 +189,3 @@ def test_cifar10h_alignment_matches_metrics(data_root, isolated):
     for key in ("cross_entropy", "kl", "top1_agreement"):
         assert got[key] == pytest.approx(want[key], rel=1e-4)
     assert got["n"] == 40
-
-
-# ------------------------------------------------------------------ TFRecord / tf.train.Example without TensorFlow
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def example(features: dict) -> bytes:
-    """Serialise {name: bytes | int} as a tf.train.Example (bytes_list = 1, packed int64_list = 3)."""
-    entries = b""
-    for key, value in features.items():
-        feature = field(1, field(1, value)) if isinstance(value, bytes) else field(3, field(1, varint(value)))
-        entries += field(1, field(1, key.encode()) + field(2, feature))
-    return field(1, entries)
-
-
-def tfrecord(records) -> bytes:
-    out = b""
-    for r in records:
-        length = struct.pack("<Q", len(r))
-        out += length + struct.pack("<I", observers.masked_crc32c(length)) + r
-        out += struct.pack("<I", observers.masked_crc32c(r))
-    return out
-
-
-def jpeg(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
-
-
-def test_crc32c_check_value_and_mask():
-    assert observers.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-    assert observers.crc32c(b"") == 0
-    crc = observers.crc32c(b"abc")
-    assert observers.masked_crc32c(b"abc") == ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) % 2 ** 32
-
-
-def test_parse_example_hand_encoded():
-    # Example{features{feature{key "label" value{int64_list{value: 7}}}}}, bytes written out by hand
-    record = bytes([0x0A, 0x10, 0x0A, 0x0E, 0x0A, 0x05]) + b"label" + bytes([0x12, 0x05, 0x1A, 0x03, 0x0A, 0x01, 0x07])
-    assert observers.parse_example(record) == {"label": [7]}
-    unpacked = field(1, field(1, field(1, b"n") + field(2, field(3, bytes([0x08, 0x7F, 0x08, 0x80, 0x01])))))
-    assert observers.parse_example(unpacked) == {"n": [127, 128]}
-    floats = field(1, field(1, field(1, b"f") + field(2, field(2, field(1, struct.pack("<2f", 0.5, -2.0))))))
-    assert observers.parse_example(floats) == {"f": [0.5, -2.0]}
-    negative = field(1, field(1, field(1, b"m") + field(2, field(3, field(1, varint(2 ** 64 - 3))))))
-    assert observers.parse_example(negative) == {"m": [-3]}
-    assert observers.parse_example(example({"image": b"\x00\xff", "label": 300})) == {"image": [b"\x00\xff"],
-                                                                                       "label": [300]}
-
-
-def test_read_tfrecord_and_damage(tmp_path):
-    path = tmp_path / "x.tfrecords"
-    path.write_bytes(tfrecord([b"one", b"", b"three" * 100]))
-    assert list(observers.read_tfrecord(path)) == [b"one", b"", b"three" * 100]
-    raw = bytearray(path.read_bytes())
-    raw[0] ^= 1  # the first length no longer matches its checksum
-    path.write_bytes(bytes(raw))
-    with pytest.raises(TradeoffsError, match="length checksum"):
-        list(observers.read_tfrecord(path))
-    good = tfrecord([b"payload"])
-    path.write_bytes(good[:14] + b"P" + good[15:])  # one payload byte changed
-    with pytest.raises(TradeoffsError, match="payload checksum"):
-        list(observers.read_tfrecord(path))
-    path.write_bytes(tfrecord([b"complete", b"cut"])[:-5])
-    with pytest.raises(TradeoffsError, match="truncated"):
-        list(observers.read_tfrecord(path))
-
-
-def write_clickme_shard(folder, n: int):
-    y, x = np.mgrid[:256, :256]
-    images = np.stack([np.stack([x, y, (x + y) // 2 + 40 * i], -1) % 256 for i in range(n)]).astype(np.uint8)
-    maps = np.zeros((n, 256, 256), np.uint8)
-    for i in range(n):
-        maps[i, 32 * i: 32 * i + 64, 100:180] = 255
-    records = [example({"image": jpeg(images[i]), "heatmap": jpeg(maps[i]), "label": 10 * i + 1}) for i in range(n)]
-    (folder / "val-0.tfrecords").write_bytes(tfrecord(records))
-    return images, maps
-
-
-def test_clickme_val_reads_a_shard_made_here(tmp_path):
-    images, maps = write_clickme_shard(tmp_path, 3)
-    ds = observers.clickme_val(2, shards=[0], folder=tmp_path, progress=False)
-    assert ds["images"].shape == (2, 256, 256, 3) and ds["heatmaps"].shape == (2, 256, 256)
-    assert ds["images"].dtype == np.uint8 and list(ds["labels"].values) == [1, 11]
-    assert np.abs(ds["heatmaps"].values.astype(int) - maps[:2]).mean() < 3  # JPEG round trip
-    assert np.abs(ds["images"].values.astype(int) - images[:2]).mean() < 3
-    assert observers.clickme_val(shards=[0], folder=tmp_path, progress=False).sizes["image"] == 3
-    (tmp_path / "val-0.tfrecords").write_bytes(tfrecord([example({"label": 1})]))
-    with pytest.raises(TradeoffsError, match="expected image, heatmap"):
-        observers.clickme_val(shards=[0], folder=tmp_path, progress=False)
-
-
-def test_clickme_download_failure_is_one_clear_line(tmp_path, monkeypatch):
-    import pooch
-
-    def offline(*args, **kwargs):
-        raise ConnectionError("no network")
-
-    monkeypatch.setattr(pooch, "retrieve", offline)
-    with pytest.raises(TradeoffsError, match="val-3.tfrecords") as err:
-        observers.clickme_shards([3], folder=tmp_path, progress=False)
-    assert "\n" not in str(err.value) and "full" in str(err.value)
-    with pytest.raises(TradeoffsError, match="do not exist"):
-        observers.clickme_shards([observers.CLICKME_VAL_SHARDS], folder=tmp_path)
-    with pytest.raises(TradeoffsError, match="n_images"):
-        observers.clickme_val(0, folder=tmp_path)
-
-
-# ------------------------------------------------------------------ ClickMe alignment on maps made here
-
-def blob(size: int, cy: float, cx: float, sigma: float) -> np.ndarray:
-    y, x = np.mgrid[:size, :size]
-    return np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * sigma ** 2))
-
-
-def test_clickme_alignment_on_maps_made_here():
-    w = torch.zeros(2, 3, 32, 32, dtype=torch.float32)
-    w[0] = torch.as_tensor(blob(32, 8, 8, 4.0), dtype=torch.float32)  # the class-0 logit reads the top-left corner
-    w[1] = torch.as_tensor(blob(32, 24, 24, 4.0), dtype=torch.float32)
-    model = make_model(Linear(w), size=32, num_classes=2)
-    images = np.random.default_rng(0).integers(0, 256, size=(4, 48, 48, 3), dtype=np.uint8)
-    same = np.stack([blob(64, 16, 16, 8.0)] * 2)  # human maps at another resolution, same place
-    other = np.stack([blob(64, 48, 48, 8.0)] * 2)
-    scores = observers.clickme_alignment(model, images, [0, 0, 0, 1], np.concatenate([same, other]),
-                                         batch_size=3, progress=False)
-    assert scores.shape == (4,)
-    assert (scores[:2] > 0.5).all()  # saliency where people clicked
-    assert scores[2] < 0  # class 0 looks top-left, people clicked bottom-right
-    assert scores[3] > 0.5  # class 1 looks bottom-right too
-    saliency = torch.stack([w[k].abs().amax(0) for k in (0, 0, 0, 1)])
-    expected = metrics.map_alignment(saliency, np.concatenate([same, other]))
-    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
-
-
-def test_clickme_alignment_refusals():
-    w = torch.ones(2, 3, 8, 8)
-    model = make_model(Linear(w), size=8, num_classes=2)
-    images = np.zeros((2, 8, 8, 3), np.uint8)
-    with pytest.raises(TradeoffsError, match="one of each"):
-        observers.clickme_alignment(model, images, [0], np.ones((2, 8, 8)), progress=False)
-    model.module.cpu_only = True  # what TFLite wrappers say about themselves
-    with pytest.raises(TradeoffsError, match="not differentiable"):
-        observers.clickme_alignment(model, images, [0, 1], np.ones((2, 8, 8)), progress=False)

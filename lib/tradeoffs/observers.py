@@ -1,31 +1,24 @@
 """Models as observers: their answers to the human experiments, written and scored the way people's are.
 
-Three human measures, one section each:
+Two human measures, one section each (ClickMe maps: `tradeoffs.clickme`):
 
 * model-vs-human psychophysics (Geirhos et al.): a model's 16-class decisions on the stimuli people saw, in the human
   trials' own schema (`model_trials`), then accuracy, shape bias and error consistency with every human observer
   (`observer_table`, or `human_alignment` for one model);
 * CIFAR-10H (Peterson et al. 2019): a CIFAR-10 model's predictive distribution against the human label distribution
   (`cifar10h_alignment`);
-* ClickMe (Fel et al. 2022): saliency maps against human importance maps (`clickme_alignment`), with a reader for
-  the published ClickMe validation shards that needs no TensorFlow (`clickme_val`).
 """
 
 from __future__ import annotations
 
-import io
-import itertools
-import struct
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 import xarray as xr
 
-from . import data, features, metrics, registry
+from . import data, features, metrics
 from .errors import TradeoffsError
 from .models import Model
 
@@ -223,216 +216,3 @@ def cifar10h_alignment(model: Model, *, n_images: int | None = None, seed: int =
     probs = cifar10_probs(model, test["images"].values[idx], batch_size=batch_size, device=device, progress=progress)
     labels = test["labels"].values[idx]
     return {"accuracy": metrics.accuracy(probs, labels, k=1)[1], **metrics.human_label_alignment(probs, human[idx])}
-
-
-# ---------------------------------------------------------------- ClickMe (Harmonization, Fel et al. 2022)
-
-CLICKME_URL = "https://storage.googleapis.com/serrelab/prj_harmonization/dataset/click-me/val/val-{shard}.tfrecords"
-CLICKME_VAL_SHARDS = 17  # serre-lab/Harmonization harmonization/common/clickme_dataset.py: NB_VAL_SHARDS
-
-
-def _crc32c_table() -> list[int]:
-    table = np.arange(256, dtype=np.uint32)
-    for _ in range(8):  # reflected Castagnoli polynomial
-        table = np.where(table & 1, (table >> 1) ^ np.uint32(0x82F63B78), table >> 1).astype(np.uint32)
-    return [int(v) for v in table]
-
-
-_CRC32C = _crc32c_table()
-
-
-def crc32c(buf: bytes) -> int:
-    """CRC-32C (Castagnoli), the checksum of TFRecord files."""
-    crc = 0xFFFFFFFF
-    for byte in buf:
-        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(buf: bytes) -> int:
-    """TFRecord's masked CRC: rotate right by 15 bits and add 0xa282ead8 (mod 2^32)."""
-    crc = crc32c(buf)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def read_tfrecord(path: str | Path) -> Iterator[bytes]:
-    """The records of a TFRecord file: uint64 length, masked CRC of the length, payload, masked CRC of the payload.
-
-    Both checksums are verified (about 10 ms per ClickMe record in pure Python).
-    """
-    with open(path, "rb") as f:
-        while header := f.read(12):
-            if len(header) < 12:
-                raise TradeoffsError(f"{path} ends inside a record header (truncated download?); delete it and retry.")
-            length, length_crc = struct.unpack("<QI", header)
-            if masked_crc32c(header[:8]) != length_crc:
-                raise TradeoffsError(f"{path} is not a TFRecord file or is damaged (length checksum mismatch); "
-                                     "delete it and download it again.")
-            payload, footer = f.read(length), f.read(4)
-            if len(payload) < length or len(footer) < 4:
-                raise TradeoffsError(f"{path} ends inside a record (truncated download?); delete it and retry.")
-            if masked_crc32c(payload) != struct.unpack("<I", footer)[0]:
-                raise TradeoffsError(f"{path} has a damaged record (payload checksum mismatch); delete it and "
-                                     "download it again.")
-            yield payload
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        value |= (byte & 0x7F) << shift
-        pos, shift = pos + 1, shift + 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, int, bytes | int]]:
-    """(field number, wire type, value) of a protobuf message: varints as int, length-delimited/fixed as bytes."""
-    pos = 0
-    while pos < len(buf):
-        tag, pos = _varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + size], pos + size
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, pos = buf[pos:pos + size], pos + size
-        else:
-            raise TradeoffsError(f"unsupported protobuf wire type {wire}; this is not a tf.train.Example record.")
-        yield number, wire, value
-
-
-def _feature(buf: bytes) -> list:
-    """A tf.train.Feature: bytes_list (1) -> [bytes], float_list (2) -> [float], int64_list (3) -> [int]."""
-    for kind, _, body in _fields(buf):
-        values: list = []
-        for _, wire, v in _fields(body):
-            if kind == 1:
-                values.append(bytes(v))
-            elif kind == 2:
-                values.extend(struct.unpack(f"<{len(v) // 4}f", v))
-            elif wire == 0:
-                values.append(v - (1 << 64) if v >= 1 << 63 else v)
-            else:  # packed int64 list
-                pos = 0
-                while pos < len(v):
-                    n, pos = _varint(v, pos)
-                    values.append(n - (1 << 64) if n >= 1 << 63 else n)
-        return values
-    return []
-
-
-def parse_example(record: bytes) -> dict[str, list]:
-    """A serialised tf.train.Example as {feature name: list of bytes / floats / ints} (no TensorFlow needed)."""
-    out: dict[str, list] = {}
-    for _, _, features_msg in _fields(record):  # Example.features (1)
-        for _, _, entry in _fields(features_msg):  # Features.feature (1): map entries {key (1), value (2)}
-            parts = {n: v for n, _, v in _fields(entry)}
-            out[bytes(parts.get(1, b"")).decode()] = _feature(parts.get(2, b""))
-    return out
-
-
-def _decode_jpeg(buf: bytes, mode: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(buf)) as im:
-        return np.asarray(im.convert(mode))
-
-
-def clickme_shards(shards: Sequence[int] | None = None, folder: str | Path | None = None,
-                   progress: bool = True) -> list[Path]:
-    """Local paths of ClickMe validation shards (`val-<i>.tfrecords`), downloaded with pooch when absent.
-
-    They are looked up in `folder`, else `<data root>/clickme/`, and downloaded there from the serre-lab bucket that
-    Harmonization's `load_clickme_val` reads (17 shards; no published checksums, so none is verified).
-    """
-    import pooch
-
-    chosen = list(range(CLICKME_VAL_SHARDS)) if shards is None else list(shards)
-    if bad := [s for s in chosen if not 0 <= s < CLICKME_VAL_SHARDS]:
-        raise TradeoffsError(f"ClickMe shards {bad} do not exist; choose from 0..{CLICKME_VAL_SHARDS - 1}.")
-    folder = Path(folder) if folder else registry.data_root() / "clickme"
-    paths = []
-    for s in chosen:
-        name = f"val-{s}.tfrecords"
-        if not (folder / name).is_file():
-            try:
-                pooch.retrieve(CLICKME_URL.format(shard=s), known_hash=None, fname=name, path=folder,
-                               progressbar=progress)
-            except Exception as exc:  # network errors come in many types (requests, OSError, HTTPError)
-                raise TradeoffsError(f"cannot download ClickMe shard {CLICKME_URL.format(shard=s)} "
-                                     f"({type(exc).__name__}); go online (the 'full' profile, e.g. on Colab) or put "
-                                     f"the file at {folder / name}.") from exc
-        paths.append(folder / name)
-    return paths
-
-
-def iter_clickme(paths: Sequence[str | Path]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-    """(image uint8 [256,256,3], human importance map uint8 [256,256], ImageNet label) from ClickMe TFRecord files."""
-    for path in paths:
-        for record in read_tfrecord(path):
-            ex = parse_example(record)
-            if not {"image", "heatmap", "label"} <= ex.keys():
-                raise TradeoffsError(f"{path} holds records with features {sorted(ex)}; expected image, heatmap "
-                                     "and label (a ClickMe shard from serre-lab).")
-            yield _decode_jpeg(ex["image"][0], "RGB"), _decode_jpeg(ex["heatmap"][0], "L"), int(ex["label"][0])
-
-
-def clickme_val(n_images: int | None = None, shards: Sequence[int] | None = None, folder: str | Path | None = None,
-                progress: bool = True) -> xr.Dataset:
-    """The first `n_images` ClickMe validation images with their human maps and labels, as a Dataset.
-
-    Variables: images uint8 (image, y, x, channel), heatmaps uint8 (image, y, x), labels int64 (image). Shards are
-    read in order and only as many as needed are downloaded (the whole set is several GB once decoded).
-    """
-    if n_images is not None and n_images < 1:
-        raise TradeoffsError(f"n_images must be positive or None (all), got {n_images}.")
-    chosen = list(range(CLICKME_VAL_SHARDS)) if shards is None else list(shards)
-    lazily = (item for s in chosen for item in iter_clickme(clickme_shards([s], folder, progress)))
-    items = list(itertools.islice(lazily, n_images))
-    if not items:
-        raise TradeoffsError("the ClickMe shards held no records; delete them and download them again.")
-    images, maps, labels = zip(*items)
-    return xr.Dataset({"images": (("image", "y", "x", "channel"), np.stack(images)),
-                       "heatmaps": (("image", "y", "x"), np.stack(maps)),
-                       "labels": ("image", np.asarray(labels, dtype=np.int64))},
-                      coords={"image": np.arange(len(images))},
-                      attrs={"source": CLICKME_URL.format(shard="<i>")})
-
-
-def clickme_alignment(model: Model, images: np.ndarray, labels: Sequence[int], human_maps: np.ndarray, *,
-                      batch_size: int = 16, device: str = "auto", progress: bool = True) -> np.ndarray:
-    """Per-image ClickMe alignment of a differentiable model: Spearman(saliency, blurred human map) / ceiling.
-
-    As Harmonization evaluates: each image is resized (bilinear, no crop) to the model's input size and normalised;
-    saliency is |∂ logit_label / ∂ input| max over channels (`metrics.saliency`); the human map is blurred and compared
-    at that size (`metrics.map_alignment`). images: uint8 [N,H,W,3]; human_maps: [N,h,w]; labels: ImageNet indices.
-    The model score is the mean of the returned array.
-    """
-    from tqdm.auto import tqdm
-
-    if getattr(model.module, "cpu_only", False) or not any(p.requires_grad for p in model.module.parameters()):
-        raise TradeoffsError(f"{model.name} is not differentiable (a TFLite graph or frozen weights); ClickMe "
-                             "saliency needs a PyTorch model, e.g. a timm model or efficientnet_lite0.")
-    x = features.as_image_tensor(images)
-    y = np.asarray(labels, dtype=np.int64)
-    maps = np.asarray(human_maps)
-    if not len(x) == len(y) == len(maps):
-        raise TradeoffsError(f"{len(x)} images, {len(y)} labels and {len(maps)} human maps; "
-                             "pass one of each per image.")
-    dev = features.resolve_device(model, device)
-    module = model.module.to(dev).eval()
-    pre = model.preprocess
-    mean = torch.tensor(pre.mean, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std, device=dev).view(1, 3, 1, 1)
-    saliency = []
-    for start in tqdm(range(0, len(x), batch_size), desc=f"{model.name} saliency", disable=not progress, leave=False):
-        batch = x[start:start + batch_size].to(dev)
-        batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
-        batch = F.interpolate(batch, size=pre.input_size, mode="bilinear", align_corners=False)
-        saliency.append(metrics.saliency(module, (batch - mean) / std, y[start:start + batch_size]).cpu())
-    return metrics.map_alignment(torch.cat(saliency), maps)
