@@ -92,3 +92,26 @@ def test_human_band_spans_the_range(lo: float, width: float) -> None:
 def test_human_band_refuses_reversed_range(ax: plt.Axes) -> None:
     with pytest.raises(TradeoffsError, match="lo <= hi"):
         plots.human_band(ax, 0.9, 0.8)
+
+
+def test_label_points_leaves_no_two_labels_overlapping(ax: plt.Axes) -> None:
+    x, y = np.array([1.0, 1.01, 1.02, 2.0, 2.01]), np.array([1.0, 1.0, 1.01, 2.0, 2.0])
+    ax.scatter(x, y)
+    plots.label_points(ax, x, y, ["resnet20", "resnet32", "resnet44", "vgg16", "vgg19"])
+    ax.figure.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert len(boxes) == 5
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_one_colour_per_model_across_pages() -> None:
+    assert plots.model_color("resnet20") == plots.model_color("cifar10_resnet20")
+    assert plots.model_color("resnet8") != plots.model_color("resnet20")
+    assert plots.model_color("vit_base_patch16_224.augreg_in21k") == plots.model_color("vit_base_patch16_224")
+
+
+def test_chance_line_is_in_the_legend(ax: plt.Axes) -> None:
+    plots.chance_line(ax, 0.1)
+    ax.legend()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chance"]
+    assert ax.lines[0].get_ydata()[0] == pytest.approx(0.1)

@@ -1,4 +1,4 @@
-"""The book's figure style and the two plot helpers every claim page uses."""
+"""The book's figure style, one colour per model across the book, and the plot helpers every claim page uses."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Literal
 
 import numpy as np
 import seaborn as sns
+from adjustText import adjust_text
 import statsmodels.api as sm
 from matplotlib.axes import Axes
 from statsmodels.regression.linear_model import RegressionResultsWrapper
@@ -16,6 +17,32 @@ from .errors import TradeoffsError
 PALETTE = "colorblind"  # seaborn's colour-blind-safe palette, the only one the book uses
 Fit = Literal["linear", "quadratic"] | None
 _DEGREE = {"linear": 1, "quadratic": 2}
+# Networks the book plots on more than one page, each with one colour everywhere (pretrained CIFAR-10 ResNets take the
+# colour of the architecture trained here at the same depth).
+MODEL_ORDER = ("resnet8", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+
+
+def model_color(name: str) -> tuple[float, float, float]:
+    """The colour of a network on every page: by its architecture in `MODEL_ORDER`, else by a stable hash of its name."""
+    arch = name.removeprefix("cifar10_").split(".")[0]
+    colours = sns.color_palette(PALETTE, 10)
+    if arch in MODEL_ORDER:
+        return colours[MODEL_ORDER.index(arch)]
+    return colours[int.from_bytes(arch.encode(), "little") % len(colours)]
+
+
+def label_points(ax: Axes, x: Sequence[float], y: Sequence[float], labels: Sequence[str]) -> None:
+    """Annotate points with short labels moved apart so that none overlaps another (adjustText)."""
+    texts = [ax.text(xi, yi, str(t), fontsize="small", color="0.3") for xi, yi, t in zip(x, y, labels)]
+    if texts:
+        adjust_text(texts, x=np.asarray(x, float), y=np.asarray(y, float), ax=ax, expand=(1.1, 1.4),
+                    arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5))
+
+
+def chance_line(ax: Axes, value: float, label: str = "chance", axis: Literal["x", "y"] = "y") -> None:
+    """A dotted line at chance level (e.g. 10% for ten balanced classes), labelled in the legend."""
+    line = ax.axhline if axis == "y" else ax.axvline
+    line(value, color="0.4", linestyle=":", linewidth=1, label=label, zorder=1)
 
 
 def set_style() -> None:
@@ -84,8 +111,7 @@ def scatter_fit(ax: Axes, x: Sequence[float] | np.ndarray, y: Sequence[float] | 
     if point_labels is not None:
         if len(point_labels) != len(xs):
             raise TradeoffsError(f"point_labels has {len(point_labels)} entries for {len(xs)} points")
-        for xi, yi, text in zip(xs, ys, point_labels):
-            ax.annotate(str(text), (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize="small", color="0.3")
+        label_points(ax, xs, ys, point_labels)
     result = None
     if fit is not None:
         grid = np.linspace(xs.min(), xs.max(), 200)
