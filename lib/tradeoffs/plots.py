@@ -35,8 +35,8 @@ def label_points(ax: Axes, x: Sequence[float], y: Sequence[float], labels: Seque
     """Annotate points with short labels moved apart so that none overlaps another (adjustText)."""
     texts = [ax.text(xi, yi, str(t), fontsize="small", color="0.3") for xi, yi, t in zip(x, y, labels)]
     if texts:
-        adjust_text(texts, x=np.asarray(x, float), y=np.asarray(y, float), ax=ax, expand=(1.1, 1.4), ensure_inside_axes=False,
-                    arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5))
+        adjust_text(texts, x=np.asarray(x, float), y=np.asarray(y, float), ax=ax, expand=(1.1, 1.4),
+                    ensure_inside_axes=False, arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5))
 
 
 def chance_line(ax: Axes, value: float, label: str = "chance", axis: Literal["x", "y"] = "y") -> None:
