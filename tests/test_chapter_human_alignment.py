@@ -83,18 +83,29 @@ def test_texts_from_stored_results():
     assert "Our human shape bias is 0.959 pooled" in ch.people_text(obs)
     assert ch.accuracy_text(obs).startswith("Across the 11 models, Spearman ρ between top-1 and shape bias is ")
     text = ch.verdict_text(trials, obs, cifar, harm, seed=0)
-    assert "Over all 552 models, Spearman ρ = -0.654" in text
-    assert f"with {int(harm['spearman_n'].sel(side='above'))} of the 552 models above it" in text
+    assert "re-analyses the claimants' serre-lab table (not an independent test)" in text
     assert f"The CIFAR-10H row has {cifar.sizes['model']} models" in text
 
 
+def test_harmonization_text_describes_the_shape_and_the_score():
+    harm = stored("harmonization")
+    text = ch.harmonization_text(harm)
+    n_below = int(harm["spearman_n"].sel(side="below"))
+    assert "Over all 552 models Spearman ρ = -0.654: the check noted with the table" in text
+    assert f"only {n_below} of the 552 models lie below it" in text and n_below < 0.1 * 552
+    assert "Over the observed range the relation is a decline, not a rise and then a fall." in text
+    above_one = int((harm["imgnet_alignment"] > 1).sum())
+    assert above_one > 0 and f"{above_one} of the 552 models average above 1" in text
+
+
 def test_cifar_and_checkpoint_texts_on_synthetic_results():
-    cifar = xr.Dataset({"kl": ("model", [0.5, 0.4])},
+    cifar = xr.Dataset({"kl": ("model", [0.5, 0.4]), "kl_calibrated": ("model", [0.3, 0.2])},
                        coords={"model": ["cifar10_resnet20", "cifar10_resnet32"],
                                "published_accuracy": ("model", [91.73, np.nan])},
                        attrs={"images_source": "a JPEG copy"})
-    text = ch.cifar_images_text(cifar)
+    text = ch.cifar_text(cifar)
     assert "*a JPEG copy*" in text and "(91.7% on the lossless originals)" in text
+    assert "lowers it from 0.40–0.50 to 0.20–0.30 nats, so the row judged (`cifar10h`)" in text
     acc = np.array([[[0.2, 0.5, 0.8]], [[0.3, 0.4, 0.6]]])
     checkpoints = xr.Dataset({"accuracy": (("model", "seed", "epoch"), acc),
                               "kl": (("model", "seed", "epoch"), np.stack([-acc[0], acc[1]]))},
@@ -114,3 +125,7 @@ def test_stored_results_reload_without_recompute(data_root, monkeypatch, tmp_pat
                      (ch.load_cifar(P, "default"), "cifar10h"), (ch.load_harmonization(P, "default"), "harmonization")):
         assert ds.attrs["inputs_key"] == stored(part).attrs["inputs_key"], part
     assert ch.load_clickme(P, "default") is None
+    text = ch.models_text(stored("observers"))
+    assert text.startswith("The 11 ImageNet models scored here are offline mobile networks")
+    assert "8 int8-quantised TFLite graphs" in text and "39.9–77.5% published top-1 and 128–260 px inputs" in text
+    assert "`mobilenet_v2_1.0_224_quant` is placed at its float model's published top-1 (71.8%)" in text
