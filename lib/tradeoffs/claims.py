@@ -215,7 +215,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
                      "transfer accuracy after fine-tuning", gates=(min_n(0.96, "pearson"),)),
             *(TestSpec(f"probe_{d.lower().replace('-', '_')}", f"linear probe, {d}: r(top-1, logit accuracy)",
                        "Pearson r, logit axes", +1, "offline proxy",
-                       "11 offline mobile ImageNet networks (9 int8 TFLite) probed here, not 16 networks on 12 "
+                       "11 offline mobile ImageNet networks (8 of them int8 TFLite) probed here, not 16 networks on 12 "
                        "data sets", "transfer accuracy of fixed features",
                        gates=(min_n(0.99, "pearson"),
                               Gate("spread", "spread of probe accuracy across models over the binomial SD of one test "
@@ -267,7 +267,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
                      gates=(min_n(STRONG),)),
             TestSpec("ec_pooled", "Spearman(top-1, error consistency, mean of 3 data sets), ImageNet models",
                      "Spearman ρ", -1, "offline proxy",
-                     "11 offline mobile ImageNet networks (9 int8 TFLite) on model-vs-human trials, not 84 models on "
+                     "11 offline mobile ImageNet networks (8 of them int8 TFLite) on model-vs-human trials, not 84 models on "
                      "ClickMe maps", "trial-by-trial agreement of errors with people",
                      gates=(min_n(STRONG), ONE_SIGN)),
             *(TestSpec(f"ec_{d.replace('-', '_')}", f"Spearman(top-1, error consistency), {d}", "Spearman ρ", -1,

@@ -10,6 +10,7 @@ each side of it), and the `full` profile scores the ClickMe maps themselves. The
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from .. import chapters, claims, data, metrics, observers, plots, registry, results, stats, verdicts
+from .. import chapters, claims, clickme, data, metrics, observers, plots, registry, results, stats, verdicts
 from .. import models as zoo
 from ..errors import TradeoffsError
 
@@ -461,14 +462,14 @@ def harmonization_text(harm: xr.Dataset) -> str:
 
 
 def _compute_clickme(P: Mapping[str, Any]) -> xr.Dataset:
-    val = observers.clickme_val(P["n_clickme"])
+    val = clickme.val(P["n_clickme"])
     rows = []
     for spec in tqdm([s for s in _observer_specs(P) if s["weights"] == "pretrained"], desc="ClickMe", unit="model"):
         model = _load_model(spec, P["seed"])
         if getattr(model.module, "cpu_only", False):
             continue  # TFLite graphs give no input gradients
-        scores = observers.clickme_alignment(model, val["images"].values, val["labels"].values,
-                                             val["heatmaps"].values, device=P["device"])
+        scores = clickme.alignment(model, val["images"].values, val["labels"].values, val["heatmaps"].values,
+                                   device=P["device"])
         rows.append(dict(model=spec["observer"], alignment=np.nanmean(scores),
                          sem=np.nanstd(scores, ddof=1) / np.sqrt(np.isfinite(scores).sum()),
                          top1=model.meta.top1, n=int(np.isfinite(scores).sum())))
@@ -484,8 +485,8 @@ def load_clickme(P: Mapping[str, Any], profile: str) -> xr.Dataset | None:
     """ClickMe alignment of the differentiable models, stored or computed; None when the profile scores none."""
     if not P["n_clickme"]:
         return None
-    key = results.content_key("human_alignment_clickme-v1", {k: P[k] for k in ("models", "timm_models", "n_clickme")},
-                              observers, metrics)
+    key = results.content_key("human_alignment_clickme-v2", {k: P[k] for k in ("models", "timm_models", "n_clickme")},
+                              clickme, metrics, importlib.import_module(__name__))
     return results.load_or_compute(claims.result_name(CLAIM, "clickme", profile), key, lambda: _compute_clickme(P),
                                    profile=profile, parameters=P, tolerance={"rtol": 1e-3, "atol": 1e-4})
 
