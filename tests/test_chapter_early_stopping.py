@@ -87,6 +87,24 @@ def test_data_text() -> None:
     assert ch.data_text(synthetic()) == expected
 
 
+def test_accuracy_text_states_every_run() -> None:
+    text = ch.accuracy_text(synthetic())
+    assert "at its last epoch (6)" in text
+    assert "net seed 0: 0.670 (best 0.670); net seed 1: 0.671 (best 0.671); net seed 2: 0.672 (best 0.672)" in text
+    assert "(3 runs, 401 CIFAR-10 test images, JPEG copy; chance is 0.10)" in text
+
+
+def test_kl_text_measures_the_temperature_share() -> None:
+    ds = synthetic()
+    ds["kl_calibrated"] = ds.kl - 0.01 * ds.epoch  # temperature accounts for 0.01 nats per epoch: 0.06 at epoch 6
+    text = ch.kl_text(ds)
+    assert "the primary test uses the temperature-scaled KL" in text
+    assert "at most 0.06 nats of the raw KL over epochs 1–6" in text
+    # mean raw KL over seeds 0, 1, 2 (lowest at epoch 3, 4, 5): 1 + 0.1 × mean (1 − 3 − s)² minus at epoch 6
+    fall = 0.1 * (np.mean([4, 9, 16]) - np.mean([9, 4, 1]))
+    assert f"falls by {fall:.2f} nats from epoch 1 to 6 (means over 3 runs, 401 CIFAR-10 test images)" in text
+
+
 def test_measured_reproduces_the_stored_verdict() -> None:
     ds = results.load("early_stopping_default", STORED)
     verdict = results.load("early_stopping_verdict_default", STORED)
@@ -103,5 +121,5 @@ def test_summary_text(data_root: Path) -> None:
     text = ch.summary_text(ds, ch.runs(ds))
     assert "peaks at 69.7 in the first few epochs" in text
     assert "trained from scratch on 800 images for 6 epochs" in text
-    assert "reaches 0.67 at best (lowest run: 0.67)" in text
-    assert "Training took 1.5 min in all on cpu; with the scoring of every checkpoint, 10 min." in text
+    assert "reaches 0.67 at best (lowest run: 0.67; 3 runs, 401 CIFAR-10 test images)" in text
+    assert "Training the 3 runs took 1.5 min in all on cpu; with the scoring of every checkpoint, 10 min." in text

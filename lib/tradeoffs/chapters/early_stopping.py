@@ -21,7 +21,7 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, LogLocator
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator
 
 from .. import chapters, claims, data, features, metrics, perceptual, registry, results, stats, train, verdicts
 
@@ -39,6 +39,8 @@ HALVES = ("even", "odd")  # images split by index parity, to choose an epoch on 
 MEASURES = {"accuracy": "test accuracy", "kl": "KL(human ‖ model), nats, log scale",
             "kl_calibrated": "KL after temperature scaling, nats",
             "nn_human_prob": "human share for the NN class"}
+CHANCE = 1 / 10  # accuracy of guessing among CIFAR-10's 10 classes
+_MARKERS = ("o", "s", "^", "D")  # one per model in the trajectories figure
 _FILES = ("cifar10/train_jpeg.npz", "cifar10/test.npz", "cifar10h/cifar10h-probs.npy")
 _HELD_OUT = {"calibrated_kl_held_out": "held-out calibrated-KL reduction (nats)",
              "kl_held_out": "held-out KL reduction (nats)", "nn_held_out": "held-out NN-human gain",
@@ -130,6 +132,36 @@ def load(P: Mapping[str, Any], profile: str) -> xr.Dataset:
                                    profile=profile, parameters=P, tolerance={"rtol": 0.0, "atol": 0.05})
 
 
+def _runs_n(ds: xr.Dataset) -> str:
+    """How many runs and test images a number is over."""
+    return f"{ds.sizes['model'] * ds.sizes['seed']} runs, {ds.attrs['n_eval']} CIFAR-10 test images"
+
+
+def accuracy_text(ds: xr.Dataset) -> str:
+    """The test accuracy each run reached, at its last epoch and at its best."""
+    trained = _trained(ds)
+    last = int(trained.epoch.max())
+    runs_ = [f"{m} seed {s}: {float(trained.accuracy.sel(model=m, seed=s, epoch=last)):.3f} "
+             f"(best {float(trained.accuracy.sel(model=m, seed=s).max()):.3f})"
+             for m in trained.model.values for s in trained.seed.values]
+    return (f"Test accuracy each run reached at its last epoch ({last}), its best over epochs in brackets — "
+            f"{'; '.join(runs_)} "
+            f"({_runs_n(ds)}, JPEG copy; chance is {CHANCE:.2f}). These are small CIFAR-10 networks at that "
+            "accuracy, not ImageNet networks.")
+
+
+def kl_text(ds: xr.Dataset) -> str:
+    """How much of the raw KL temperature accounts for, and which KL the primary test uses."""
+    trained = _trained(ds)
+    kl, calibrated = trained.kl.mean(("model", "seed")), trained.kl_calibrated.mean(("model", "seed"))
+    first, last = int(trained.epoch.min()), int(trained.epoch.max())
+    return (f"Raw KL mixes calibration (one temperature for all of a network's predictions) with which classes it "
+            f"confuses, so the primary test uses the temperature-scaled KL; here temperature accounts for at most "
+            f"{float((kl - calibrated).max()):.2f} nats of the raw KL over epochs {first}–{last}, while the raw KL "
+            f"falls by {float(kl.sel(epoch=first) - kl.sel(epoch=last)):.2f} nats from epoch {first} to {last} "
+            f"(means over {_runs_n(ds)}).")
+
+
 def data_text(ds: xr.Dataset) -> str:
     """One line on the images trained on and scored."""
     n_eval = int(ds.attrs["n_eval"])
@@ -164,21 +196,29 @@ def epochs_figure(ds: xr.Dataset) -> Figure:
         ax.set(ylabel="", xlabel="epoch")
         if key == "kl":
             _log_y(ax)
+        if key == "accuracy":
+            ax.axhline(CHANCE, color="0.5", linestyle=":", linewidth=1)
+            ax.annotate("chance", (1, CHANCE), xycoords=("axes fraction", "data"), xytext=(-2, 3),
+                        textcoords="offset points", ha="right", fontsize="small", color="0.4")
     grid.figure.suptitle("Every checkpoint of every run (one line per seed)", y=1.03)
     return grid.figure
 
 
 def trajectories_figure(ds: xr.Dataset) -> Figure:
-    """KL against accuracy, one trajectory per run, point size by epoch."""
+    """KL against accuracy, one trajectory per run, colour by epoch (a colourbar over every epoch), marker by model."""
     points = _trained(ds)[["accuracy", "kl"]].to_dataframe().reset_index()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.scatterplot(data=points, x="accuracy", y="kl", hue="model", size="epoch", sizes=(15, 90), ax=ax)
     for _, run in points.groupby(["model", "seed"]):
         ax.plot(run["accuracy"], run["kl"], color="0.6", linewidth=0.7, zorder=0)
+    for (model, run), marker in zip(points.groupby("model", sort=False), _MARKERS):
+        dots = ax.scatter(run["accuracy"], run["kl"], c=run["epoch"], cmap="viridis", marker=marker, s=30,
+                          vmin=points["epoch"].min(), vmax=points["epoch"].max(), label=model)
+    fig.colorbar(dots, ax=ax, label="epoch").ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.axvline(CHANCE, color="0.5", linestyle=":", linewidth=1, label="chance accuracy")
     ax.set(xlabel="test accuracy (CIFAR-10, JPEG copy)", ylabel="KL(human ‖ model) (nats, log scale)",
            title="Training trajectories (lower KL = more human-like)")
     _log_y(ax)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(loc="lower left")  # trajectories run from upper left to lower right
     return fig
 
 
@@ -232,5 +272,6 @@ def summary_text(ds: xr.Dataset, best: pd.DataFrame) -> str:
             f"epochs, Sec. 6, Fig. 5); ours is about CIFAR-10H label distributions of small CIFAR-10 networks "
             f"trained from scratch on {ds.attrs['n_train']} images for {int(ds.epoch.max())} epochs, whose test "
             f"accuracy reaches {float(_trained(ds)['accuracy'].max()):.2f} at best (lowest run: "
-            f"{best['best accuracy'].min():.2f}). Training took {minutes:.1f} min in all on {ds.attrs['device']}; "
-            f"with the scoring of every checkpoint, {ds.attrs['elapsed_s'] / 60:.0f} min.")
+            f"{best['best accuracy'].min():.2f}; {_runs_n(ds)}). Training the {len(best)} runs took {minutes:.1f} "
+            f"min in all on {ds.attrs['device']}; with the scoring of every checkpoint, "
+            f"{ds.attrs['elapsed_s'] / 60:.0f} min.")
