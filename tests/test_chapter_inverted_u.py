@@ -23,8 +23,9 @@ def test_settings_resolve_the_profile_and_keep_it_where_a_parameter_is_none():
 
 def _cifar(acc: list[float]) -> xr.Dataset:
     models = [f"cifar10_resnet{d}" for d in (20, 32, 44, 56)][:len(acc)]
-    return xr.Dataset({"accuracy": ("model", acc), "kl_calibrated": ("model", [0.5] * len(acc)),
-                       "nn_human_prob": ("model", [0.8] * len(acc))}, coords={"model": models})
+    return xr.Dataset({"accuracy": ("model", acc), "kl": ("model", [2.0] * len(acc)),
+                       "kl_calibrated": ("model", [0.5] * len(acc)), "nn_human_prob": ("model", [0.8] * len(acc))},
+                      coords={"model": models}, attrs={"n_eval": 400})
 
 
 def _early() -> xr.Dataset:
@@ -41,8 +42,11 @@ def test_cifar_points_join_pretrained_models_and_checkpoints_after_epoch_zero():
     assert set(points["source"]) == {"pretrained (Idelbayev)", "resnet8 checkpoints (trained here)"}
     np.testing.assert_allclose(points["alignment"], -np.log(points["kl"]))
     assert points.loc[points["source"] != "pretrained (Idelbayev)", "alignment"].eq(-1).all()
-    assert ch.points_text(points, 2, "") == "6 CIFAR-10 points: 2 pretrained models and 4 checkpoints of 2 runs"
-    assert ch.points_text(points, 2, "no checkpoints") == "no checkpoints"
+    text = ch.points_text(points, _cifar([0.91, 0.92]), "")
+    assert text.startswith("6 CIFAR-10 points: 2 pretrained models and 4 checkpoints of 2 runs. ")
+    assert "the first 400 CIFAR-10 test images" in text
+    assert "(2.000–2.000 for the 2 pretrained ResNets, 0.500–0.500 after temperature scaling)" in text
+    assert ch.points_text(points, _cifar([0.91, 0.92]), "no checkpoints").startswith("no checkpoints. ")
     assert len(ch.cifar_points(_cifar([0.91, 0.92]), None)) == 2
 
 
@@ -55,7 +59,8 @@ def _distances(n_image: int = 40, seed: int = 0) -> xr.Dataset:
     return xr.Dataset({"nn_human_prob": (dims, share), "nn_plausible": (dims, (share > 0.5).astype(float)),
                        "nn_correct": (dims, correct)},
                       coords={"model": ["cifar10_resnet20", "cifar10_resnet32"],
-                              "distance": list(perceptual.DISTANCES), "image": np.arange(n_image)})
+                              "distance": list(perceptual.DISTANCES), "image": np.arange(n_image)},
+                      attrs={"n_reference": 200})
 
 
 def _curves(seed: int = 1) -> ch.Curves:
@@ -95,6 +100,11 @@ def test_kumar_sentences_from_the_transcribed_tables(data_root, isolated):
     assert text.startswith(f"Table 1 has {len(cells)} filled cells")
     assert f"{int((cells > 0).sum())} improve PS" in text and f"mean gain is {cells.mean():+.2f} PS points" in text
     assert "the rows add up" in text and k.stored["delta_ps"].shape == (5, 5)
+    assert "(ViT B/8 excepted)" in text and "names ViT L/4 as the one model" in text
+    assert "the transcribed values support ViT B/8, not ViT L/4" in text
+    assert "ViT B/8 gains most from weight decay (+1.3; training steps +1.1)" in text
+    assert "ViT L/4 gains most from fewer training steps (+0.5)" in text
+    assert "ranges from 65 to 69.7; the range maximum (69.7) is also the early-epoch peak" in text
     assert k.mean_gain["n"] == 5 and k.mean_gain["estimate"] == pytest.approx(cells.mean())  # over 5 models
 
 
@@ -108,7 +118,16 @@ def test_summary_names_the_fit_and_the_distance_comparison(isolated):
     text = ch.summary_text(k, curves, fits, dist, comparisons, _cifar([0.91, 0.92, 0.93, 0.94]), points)
     cells = k.cells
     assert f"raised PS in {int((cells > 0).sum())} of {len(cells)} Table-1 settings" in text
-    assert f"**{ch.CIFAR}** (24 points, 12 independent units)" in text
+    assert f"**{ch.CIFAR}** (24 points, 12 independent units; the first 400 CIFAR-10 test images)" in text
     assert f"mean-pool minus LPIPS-style: {comparisons.loc[ch.POOLED, 'estimate']:+.3f}" in text
-    assert f"sits within {ch.retrieval_gap(dist):.3f} of plain" in text
-    assert "Scored here: 4 pretrained CIFAR-10 ResNets plus 0 training runs" in text
+    assert f"sits within {ch.retrieval_gap(dist):.3f} of plain 1-NN accuracy" in text
+    assert "(2 models × 3 distances, 40 query images against 200 references)" in text
+    assert "n = 40 query images, mean over the 2 models" in text
+    assert "ResNet-6 at default training scored PS 69.7 with the mean-pool distance vs 69.1" in text
+    assert "Scored here: 4 pretrained CIFAR-10 ResNets plus 0 training runs, on the first 400 CIFAR-10" in text
+
+
+def test_bapps_text_says_what_full_would_run_and_that_it_has_not(isolated):
+    text = ch.bapps_not_run_text("default")
+    assert f"score {len(ch.BAPPS_ZOO)} timm models ({ch.BAPPS_ZOO[0]} to {ch.BAPPS_ZOO[-1]}" in text
+    assert "first 10000 test images" in text and text.endswith("it has not been run here: there are no `full` results.")

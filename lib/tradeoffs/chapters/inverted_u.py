@@ -52,7 +52,7 @@ PROFILES = {
 KUMAR_FILES = ["tables/published/kumar2022_table1_scaling_down.csv", "tables/published/kumar2022_in_text_numbers.csv"]
 CIFAR_FILES = ["cifar10/test.npz", "cifar10h/cifar10h-probs.npy"]
 CIFAR = "CIFAR-10H alignment (−ln calibrated KL) vs CIFAR-10 accuracy"
-NN = "NN human share vs CIFAR-10 accuracy"
+NN = "1-NN class retrieval (human share) vs CIFAR-10 accuracy"
 EC = "error consistency vs ImageNet top-1"
 SHAPE = "shape bias vs ImageNet top-1"
 BAPPS = "BAPPS PS (lpips_untrained) vs ImageNet top-1"
@@ -67,14 +67,15 @@ _PAIRS = [  # (label, key of the accuracy row, key of the PS row, kind) in the t
     ("ResNet-200, best width/depth", ("a_p_max", "ResNet-200 (width/depth sweep)"),
      ("p_max", "ResNet-200 (width/depth sweep)"), "optimum of a sweep"),
 ]
+_LABEL_AT = {"ResNet-200, best width/depth": (-8, -8), "EfficientNet-B5": (8, -8)}  # label offsets (points)
 _REF = {"human upper bound": ("perceptual_score", "human upper bound"),
         "randomly initialised network": ("perceptual_score",
                                          "randomly initialized network (previously reported lower bound)"),
         "FSIMc (low-level metric)": ("perceptual_score", "FSIMc (previous best low-level metric)")}
 _LABELS = {CIFAR: ("test accuracy (CIFAR-10, JPEG copy)", "−ln KL(human ‖ model), temperature-scaled"),
-           NN: ("test accuracy (CIFAR-10, JPEG copy)", "human share of the NN's class"),
-           EC: ("published ImageNet top-1 (%)", "error consistency with humans (κ)"),
-           SHAPE: ("published ImageNet top-1 (%)", "shape bias")}
+           NN: ("test accuracy (CIFAR-10, JPEG copy)", "human share of the 1-NN's class"),
+           EC: ("published ImageNet top-1 (%), offline mobile networks", "error consistency with humans (κ)"),
+           SHAPE: ("published ImageNet top-1 (%), offline mobile networks", "shape bias")}
 
 Curves = dict[str, tuple[Any, Any, Any]]  # name -> (accuracy, measure, unit of each point)
 
@@ -147,7 +148,8 @@ def table1_figure(k: Kumar) -> Figure:
 def pairs_figure(k: Kumar) -> Figure:
     """Every accuracy–PS pair of the text, against the range of all networks and the reference scores."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.axhspan(*_ps_range(k), color="0.85", label="range of all networks studied")
+    lo, hi = _ps_range(k)
+    ax.axhspan(lo, hi, color="0.85", label=f"range of all networks studied ({lo:g}–{hi:g})")
     for (label, value), style in zip(k.ref.items(), ["-", "--", ":"]):  # each reference line labelled on the line
         ax.axhline(value, color="0.3", linestyle=style, linewidth=1)
         below = value == min(k.ref.values())
@@ -158,9 +160,10 @@ def pairs_figure(k: Kumar) -> Figure:
     ax.set(xlabel="ImageNet 64×64 top-1 (%)", ylabel="perceptual score (BAPPS 2AFC, %)", xlim=(10, 100),
            title="Every accuracy–PS pair the text states",
            ylim=(k.ref["FSIMc (low-level metric)"] - 1.2, k.ref["human upper bound"] + 6))
-    for i, (_, r) in enumerate(k.pairs.sort_values("top1").iterrows()):  # labels alternate above and below
-        ax.annotate(r["model"], (r["top1"], r["ps"]), xytext=(6, 6 if i % 2 == 0 else -6), textcoords="offset points",
-                    va="bottom" if i % 2 == 0 else "top")
+    for _, r in k.pairs.iterrows():  # labels placed off the neighbouring points
+        dx, dy = _LABEL_AT.get(r["model"], (6, 6))
+        ax.annotate(r["model"], (r["top1"], r["ps"]), xytext=(dx, dy), textcoords="offset points",
+                    ha="right" if dx < 0 else "left", va="top" if dy < 0 else "bottom")
     ax.legend(loc="upper right")
     return fig
 
@@ -183,19 +186,22 @@ def table1_text(k: Kumar) -> str:
     rows_add_up = bool(np.allclose(k.table1["default_ps"] + best_delta, k.table1["best_ps"]))
     slope_defaults = float(np.diff(pairs["ps"][:2])[0] / np.diff(pairs["top1"][:2])[0])
     ps_lo, ps_hi = _ps_range(k)
+    early_peak = k.number("p_max", "ResNet-50 and ResNet-200 (training-steps sweep)")
     span = ref["human upper bound"] - ref["randomly initialised network"]
     gap_closed, u_depth = (ps_hi - ref["randomly initialised network"]) / span, (ps_hi - pairs.loc[1, "ps"]) / span
     return (
-        f"Table 1 has {n_cells} filled cells (five models × five hyperparameters, minus the ones marked not "
-        f"applicable): {n_pos} improve PS, {n_zero} leave it unchanged and {n_neg} lower it — a share of "
-        f"{n_pos / n_cells:.2f} (95% Wilson interval {share_ci[0]:.2f}–{share_ci[1]:.2f}; two-sided sign test p = "
-        f"{sign_p:.2g}). The mean gain is {cells.mean():+.2f} PS points (BCa bootstrap over the five models, whose "
-        f"cells are not independent: {k.mean_gain['ci_low']:+.2f} to {k.mean_gain['ci_high']:+.2f}). Every model "
-        f"improves along at least one hyperparameter ({models_improved} of {len(best_delta)}; Wilson interval "
+        f"Table 1 has {n_cells} filled cells ({len(deltas)} models × {deltas.shape[1]} hyperparameters, minus the "
+        f"ones marked not applicable): {n_pos} improve PS, {n_zero} leave it unchanged and {n_neg} lower it — a "
+        f"share of {n_pos / n_cells:.2f} (95% Wilson interval {share_ci[0]:.2f}–{share_ci[1]:.2f}; two-sided sign "
+        f"test p = {sign_p:.2g}). The mean gain is {cells.mean():+.2f} PS points (BCa bootstrap over the "
+        f"{k.mean_gain['n']} models, whose cells are not independent: {k.mean_gain['ci_low']:+.2f} to "
+        f"{k.mean_gain['ci_high']:+.2f}). Every model improves along at least one hyperparameter ({models_improved} "
+        f"of {len(best_delta)}; Wilson interval "
         f"{models_ci[0]:.2f}–{models_ci[1]:.2f}), and the rows {'add up' if rows_add_up else 'do not add up'} "
         f"(default + largest gain = best PS). Fewer training steps give the largest gain for "
         f"{int(steps_largest.sum())} of {len(steps_largest)} models "
-        f"({', '.join(steps_largest.index[~steps_largest]) or 'none'} excepted). One caution the table cannot "
+        f"({', '.join(steps_largest.index[~steps_largest]) or 'none'} excepted). {_exception_text(deltas)} "
+        "One caution the table cannot "
         "remove: each cell is the best of a sweep of settings compared with one default run, so a sweep would show a "
         "gain even if every setting were equally good and runs differed only by noise; the paper gives no "
         "run-to-run spread to size that."
@@ -204,11 +210,30 @@ def table1_text(k: Kumar) -> str:
         f"EfficientNet-B5 ({pairs.loc[1, 'top1']:g}%, {pairs.loc[1, 'ps']:g}), a slope of {slope_defaults:+.3f} PS "
         "points per accuracy point, consistent with the falling arm of the U but not evidence of a U: no curve can be "
         f"fitted to two points, and the paper's correlation of {_r_paper(k):g} beyond the optimum cannot be "
-        "recomputed without the per-model values of its Fig. 4, which are not published in readable form. The whole "
-        f"study spans PS {ps_lo:g}–{ps_hi:g}: the best network closes {gap_closed:.0%} of the gap between a randomly "
-        f"initialised network ({ref['randomly initialised network']:g}) and the human upper bound "
-        f"({ref['human upper bound']:g}), and the drop from the best network to EfficientNet-B5 is {u_depth:.0%} of "
-        "that gap.")
+        "recomputed without the per-model values of its Fig. 4, which are not published in readable form. Over the "
+        f"whole study ({k.number('n_networks', 'whole study'):g} networks) PS ranges from {ps_lo:g} to {ps_hi:g}; "
+        f"the range maximum ({ps_hi:g}) is also the early-epoch peak the text gives for ResNet-50 and ResNet-200 in "
+        f"their training-steps sweep ({early_peak:g}). That best score closes {gap_closed:.0%} of the gap between a "
+        f"randomly initialised network ({ref['randomly initialised network']:g}) and the human upper bound "
+        f"({ref['human upper bound']:g}), and the drop from it to EfficientNet-B5 at default hyperparameters "
+        f"({pairs.loc[1, 'ps']:g}) is {u_depth:.0%} of that gap.")
+
+
+def _exception_text(deltas: pd.DataFrame) -> str:
+    """Which model the transcribed Table 1 makes the exception to 'fewer training steps help most', against the one
+    the authors' summary names."""
+    def row(model: str) -> str:
+        best, steps = deltas.loc[model].idxmax(), deltas.loc[model, "train steps"]
+        if best == "train steps":
+            return f"{model} gains most from fewer training steps ({steps:+.1f})"
+        return f"{model} gains most from {best} ({deltas.loc[model, best]:+.1f}; training steps {steps:+.1f})"
+
+    stated = "ViT L/4"  # the model the authors' summary of Table 1 names as the exception
+    found = [m for m in deltas.index if deltas.loc[m].idxmax() != "train steps"]
+    verdict = ("the transcribed values agree" if found == [stated] else
+               f"the transcribed values support {', '.join(found) or 'no exception'}, not {stated}")
+    return (f"The authors' own summary of Table 1 names {stated} as the one model where early stopping is not the "
+            f"largest gain; {verdict} ({'; '.join(row(m) for m in dict.fromkeys([*found, stated]))}).")
 
 
 def _r_paper(k: Kumar) -> float:
@@ -275,10 +300,23 @@ def cifar_points(cifar: xr.Dataset, early: xr.Dataset | None) -> pd.DataFrame:
     return points
 
 
-def points_text(points: pd.DataFrame, n_pretrained: int, early_note: str) -> str:
-    """What the CIFAR-10 points are (or why the checkpoints are missing)."""
-    return early_note or (f"{len(points)} CIFAR-10 points: {n_pretrained} pretrained models and "
-                          f"{len(points) - n_pretrained} checkpoints of {points['unit'].nunique() - n_pretrained} runs")
+def chance(human_probs: np.ndarray) -> float:
+    """Chance accuracy on CIFAR-10: one over the number of classes."""
+    return 1 / human_probs.shape[1]
+
+
+def points_text(points: pd.DataFrame, cifar: xr.Dataset, early_note: str) -> str:
+    """What the CIFAR-10 points are (or why the checkpoints are missing), the images they are scored on, and why the
+    alignment measure is the temperature-scaled KL."""
+    n_pretrained, n_eval = cifar.sizes["model"], int(cifar.attrs["n_eval"])
+    what = early_note or (f"{len(points)} CIFAR-10 points: {n_pretrained} pretrained models and "
+                          f"{len(points) - n_pretrained} checkpoints of {points['unit'].nunique() - n_pretrained} "
+                          "runs")
+    raw, scaled = cifar["kl"].values, cifar["kl_calibrated"].values
+    return (f"{what}. Every CIFAR-10 number on this page comes from the first {n_eval} CIFAR-10 test images. Raw KL "
+            f"to CIFAR-10H is dominated by the softmax temperature, that is by calibration ({raw.min():.3f}–"
+            f"{raw.max():.3f} for the {n_pretrained} pretrained ResNets, {scaled.min():.3f}–{scaled.max():.3f} "
+            "after temperature scaling), so the alignment measure tested here is the temperature-scaled KL.")
 
 
 def points_range(points: pd.DataFrame) -> pd.DataFrame:
@@ -310,6 +348,23 @@ def load_imagenet(P: dict[str, Any], profile: str) -> tuple[pd.DataFrame, str]:
                              "shape_bias": obs["shape_bias"].values[is_model]},
                             index=pd.Index(obs["observer"].values[is_model].astype(str), name="model"))
     return imagenet.sort_values("top1"), source
+
+
+def imagenet_text(imagenet: pd.DataFrame, source: str) -> str:
+    """What the offline ImageNet models are, from the model catalogue (`models.available`)."""
+    catalogue = zoo.available().set_index("name").loc[imagenet.index]
+    tflite = [m for m in imagenet.index if ".tflite" in zoo.load(m).meta.source]
+    sizes = [s[0] for s in catalogue["input_size"]]
+    float_top1 = catalogue.index[catalogue["source"].str.contains("float model")]
+    text = (f"{len(imagenet)} offline ImageNet models, from {source}: mobile networks "
+            f"({', '.join(dict.fromkeys(catalogue['family']))}), {len(tflite)} of them 8-bit quantised TFLite graphs; "
+            f"published top-1 {imagenet['top1'].min():.1f}–{imagenet['top1'].max():.1f} %, inputs "
+            f"{min(sizes)}–{max(sizes)} px. They are not the state-of-the-art networks the papers (Kumar et al.; Fel "
+            "et al. on human alignment) are about.")
+    for m in float_top1:
+        text += (f" {m} is placed at {catalogue.loc[m, 'top1']:g} %, its float model's published top-1 (the catalogue "
+                 "has no verified figure for the 8-bit graph).")
+    return text
 
 
 def _imagenet_dataset(P: dict[str, Any]) -> xr.Dataset:
@@ -354,8 +409,9 @@ def fit(curves: Curves, P: dict[str, Any]) -> dict[str, dict]:
             for name, xyu in curves.items() if len(xyu[0]) >= 5}
 
 
-def fits_figure(curves: Curves, fits: dict[str, dict], points: pd.DataFrame) -> Figure:
-    """The four curves with their quadratic fits, the fitted optimum and its 95% interval."""
+def fits_figure(curves: Curves, fits: dict[str, dict], points: pd.DataFrame, chance_level: float) -> Figure:
+    """The four curves with their quadratic fits, the fitted optimum and its 95% interval, and chance on the CIFAR-10
+    accuracy axes and on the nearest-neighbour share."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
     hues = {CIFAR: points["source"], NN: points["source"], EC: None, SHAPE: None}
     for ax, name in zip(axes.flat, _LABELS):
@@ -365,12 +421,21 @@ def fits_figure(curves: Curves, fits: dict[str, dict], points: pd.DataFrame) -> 
             continue
         f = fits[name]
         plots.scatter_fit(ax, x, y, hue=hues[name], fit="quadratic", xlabel=_LABELS[name][0],
-                          ylabel=_LABELS[name][1], title=name, point_labels=None)
+                          ylabel=_LABELS[name][1], title=name.replace(" vs ", "\nvs "), point_labels=None)
         if np.min(x) < f["optimum"] < f["x_max"]:  # an optimum inside the data
             ax.axvline(f["optimum"], color="0.3", linestyle="--", linewidth=1)
             ax.axvspan(*np.clip(f["ci"]["optimum"], np.min(x), np.max(x)), color="0.5", alpha=0.12, linewidth=0)
+        if name in (CIFAR, NN):
+            _chance_line(ax.axvline, chance_level)
+        if name == NN:
+            _chance_line(ax.axhline, chance_level, label="_nolegend_")  # the same chance, labelled once
+        ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def _chance_line(line, level: float, label: str | None = None) -> None:
+    line(level, color="0.45", linestyle=":", linewidth=1.2, label=label or f"chance ({level:.0%})")
 
 
 # ---------------------------------------------------------------- 3. distance variants
@@ -418,15 +483,16 @@ def distances_table(dist: xr.Dataset) -> pd.DataFrame:
     return per_model.rename(index=lambda m: m.removeprefix("cifar10_")).round(3).T
 
 
-def distances_figure(dist: xr.Dataset, P: dict[str, Any]) -> Figure:
-    """The human share of the neighbour's class per model and distance."""
+def distances_figure(dist: xr.Dataset, P: dict[str, Any], chance_level: float) -> Figure:
+    """The 1-NN class-retrieval score (human share of the neighbour's class) per model and distance, and chance."""
     long = dist["nn_human_prob"].mean("image").to_dataframe().reset_index()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.barplot(data=long.assign(model=long["model"].str.removeprefix("cifar10_")), x="model", y="nn_human_prob",
                 hue="distance", ax=ax)
-    ax.set(xlabel="pretrained CIFAR-10 ResNet", ylabel="human share of the NN's class", ylim=(0, 1),
-           title=f"Nearest neighbours among {P['n_reference']} references, {P['n_query']} queries")
-    ax.legend(title="distance", loc="upper center", ncol=3)
+    _chance_line(ax.axhline, chance_level)
+    ax.set(xlabel="pretrained CIFAR-10 ResNet", ylabel="human share of the 1-NN's class", ylim=(0, 1),
+           title=f"1-NN class retrieval: {P['n_reference']} references, {P['n_query']} query images")
+    ax.legend(title="distance", loc="upper center", ncol=2, fontsize="small")
     return fig
 
 
@@ -457,6 +523,17 @@ def load_bapps(P: dict[str, Any], profile: str) -> xr.Dataset | None:
     return results.load_or_compute(claims.result_name("inverted_u", "bapps", profile), key,
                                    lambda: _bapps_dataset(P, str(root)), profile=profile, parameters=P,
                                    tolerance={"rtol": 1e-6, "atol": 1e-6})
+
+
+def bapps_not_run_text(profile: str) -> str:
+    """Why BAPPS is not scored in this profile, what the `full` profile would run, and whether it has been run."""
+    full = PROFILES["full"]
+    run = (results.results_dir() / f"{claims.result_name('inverted_u', 'bapps', 'full')}.nc").exists()
+    return (f"Not run in profile {profile}: the BAPPS images are not available offline. The `full` profile would "
+            f"download BAPPS and score {len(full['bapps_models'])} timm models ({full['bapps_models'][0]} to "
+            f"{full['bapps_models'][-1]}, at their own input size, not the paper's 64 px) on its 2AFC validation set, "
+            f"and compute the CIFAR-10 measures on the first {full['n_eval']} test images; "
+            + ("its stored results exist." if run else "it has not been run here: there are no `full` results."))
 
 
 def _bapps_dataset(P: dict[str, Any], root: str) -> xr.Dataset:
@@ -548,28 +625,33 @@ def _optimum_text(f: dict, unit: str) -> str:
 
 def summary_text(k: Kumar, curves: Curves, fits: dict[str, dict], dist: xr.Dataset, comparisons: pd.DataFrame,
                  cifar: xr.Dataset, points: pd.DataFrame) -> str:
-    """The closing paragraphs: what each part of the page found."""
-    cells, pooled = k.cells, comparisons.loc[POOLED]
+    """The closing paragraphs: what each part of the page found, with the n behind each number."""
+    cells, pooled, n_eval = k.cells, comparisons.loc[POOLED], int(cifar.attrs["n_eval"])
     parts = [f"**The paper's own numbers:** scaling down raised PS in {int((cells > 0).sum())} of {len(cells)} "
-             f"Table-1 settings; the mean gain is {cells.mean():+.2f} PS points. Each cell is the best of a sweep "
-             "against a single default run, so the table alone cannot separate a real gain from picking the luckiest "
-             f"setting, and the paper's {_r_paper(k):g} correlation beyond the optimum cannot be recomputed from "
-             "published numbers."]
+             f"Table-1 settings ({len(k.deltas)} models); the mean gain is {cells.mean():+.2f} PS points. Each cell is "
+             "the best of a sweep against a single default run, so the table alone cannot separate a real gain from "
+             f"picking the luckiest setting, and the paper's {_r_paper(k):g} correlation beyond the optimum cannot "
+             "be recomputed from published numbers."]
     for name in (CIFAR, BAPPS):
         if name in fits:
             unit, scale = ("%", 1) if "ImageNet" in name else ("", 100)
-            parts.append(f"**{name}** ({fits[name]['n']} points, {fits[name]['units']} independent units): "
+            images = "" if name == BAPPS else f"; the first {n_eval} CIFAR-10 test images"
+            parts.append(f"**{name}** ({fits[name]['n']} points, {fits[name]['units']} independent units{images}): "
                          f"{_optimum_text(fits[name], unit)}; the widest stretch of accuracy without a point spans "
                          f"{scale * stats.largest_gap(curves[name][0]):.3g} accuracy points.")
-    parts.append(f"**Distances:** the human share of the nearest neighbour's class sits within "
-                 f"{retrieval_gap(dist):.3f} of plain 1-nearest-neighbour accuracy on average, so it measures class "
-                 f"retrieval, not perceptual similarity; mean-pool minus LPIPS-style: {pooled['estimate']:+.3f} "
-                 f"({pooled['ci_low']:+.3f} to {pooled['ci_high']:+.3f}). The paper found mean-pool "
-                 f"{k.number('perceptual_score', 'ResNet-6 mean-pool function'):g} vs "
-                 f"{k.number('perceptual_score', 'ResNet-6 local (baseline) function'):g} PS (local distance) for "
-                 "its ResNet-6.")
+    n_models, n_query = dist.sizes["model"], dist.sizes["image"]
+    parts.append(f"**Distance variants (1-nearest-neighbour class retrieval):** the human share of the nearest "
+                 f"neighbour's class sits within {retrieval_gap(dist):.3f} of plain 1-NN accuracy on average "
+                 f"({n_models} models × {dist.sizes['distance']} distances, {n_query} query images against "
+                 f"{int(dist.attrs['n_reference'])} references), so it is a class-retrieval score, not perceptual "
+                 f"similarity; mean-pool minus LPIPS-style: {pooled['estimate']:+.3f} (95% CI {pooled['ci_low']:+.3f} "
+                 f"to {pooled['ci_high']:+.3f}; n = {int(pooled['n'])} query images, mean over the {n_models} "
+                 "models). On BAPPS, the paper's ResNet-6 at default training scored PS "
+                 f"{k.number('perceptual_score', 'ResNet-6 mean-pool function'):g} with the mean-pool distance vs "
+                 f"{k.number('perceptual_score', 'ResNet-6 local (baseline) function'):g} with the local (LPIPS-style) "
+                 "distance.")
     n_pretrained = cifar.sizes["model"]
     parts.append(f"Scored here: {n_pretrained} pretrained CIFAR-10 ResNets plus "
-                 f"{points['unit'].nunique() - n_pretrained} training runs, not the paper's "
-                 f"{k.number('n_networks', 'whole study'):g} ImageNet networks on BAPPS.")
+                 f"{points['unit'].nunique() - n_pretrained} training runs, on the first {n_eval} CIFAR-10 test "
+                 f"images, not the paper's {k.number('n_networks', 'whole study'):g} ImageNet networks on BAPPS.")
     return "\n\n".join(parts)
