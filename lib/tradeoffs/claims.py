@@ -118,7 +118,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
     Claim(
         id="inverted_u", title="Inverted U",
         text="Beyond an optimum, higher ImageNet accuracy gives worse perceptual similarity scores.",
-        citation="kumar2022,gunther2023", needs=("early_stopping", "human_alignment"),
+        citation="kumar2022", needs=("early_stopping", "human_alignment"),
         paper_numbers=(("r = −0.84 between accuracy and perceptual score beyond the optimal accuracy",
                         f"{_KUMAR}, Sec. 5, Fig. 4"),
                        ("scaling a model down raises its perceptual score for all 5 architectures tuned",
