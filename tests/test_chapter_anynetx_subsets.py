@@ -72,13 +72,34 @@ def test_correlations_and_their_table() -> None:
 def test_noise_text_reports_ratios_corrected_correlations_and_budget() -> None:
     acc = _synthetic()
     corr = ch.correlations(acc, ["src-2", "src-10"], ["a", "b"], [2, 10])
-    noise = pd.DataFrame({"ratio": [2.0, 4.0, 1.5, 3.0], "reliability": [0.75, 0.9375, 0.5556, 0.8889]},
-                         index=["src-2", "src-10", "a", "b"])
-    text = ch.noise_text(acc, corr, noise, {"src-2": 240, "src-10": 248}, chance=0.5, n_train=200)
-    assert "is 1.5–4.0 times the noise" in text and "lowest on a, reliability 0.56" in text
-    assert "1.00 for src-2 and -1.00 for src-10" in text  # corrected values are clipped to [−1, 1]
-    assert "240 SGD steps on src-2 (mean accuracy 0.70, chance 0.50) against 248 on src-10 (mean accuracy 0.40)" in text
-    assert text.endswith("ours 200.")
+    noise = pd.DataFrame({"ratio": [2.0, 4.0, 1.5, 3.0], "reliability": [0.75, 0.9375, 0.5556, 0.8889],
+                          "test images": [600, 3000, 3000, 700]}, index=["src-2", "src-10", "a", "b"])
+    P = {"subsets": [2, 10], "n_train": 200, "n_replicates": 3}
+    text = ch.noise_text(acc, corr, noise, {"src-2": 240, "src-10": 248}, P)
+    assert "across the 24 architectures is 1.5–4.0 times the noise" in text
+    assert "the 3 architectures trained twice; test noise from 600–3,000 test images" in text
+    assert "lowest on a (reliability 0.56, 3,000 test images)" in text
+    assert "1.00 for src-2 and -1.00 for src-10 (24 architectures)" in text  # corrected values are clipped to [−1, 1]
+    assert ("240 SGD steps on src-2 (mean accuracy 0.70 over 24 architectures on 600 test images, chance 0.50) "
+            "against 248 on src-10 (mean accuracy 0.40 on 3,000 test images)") in text
+    assert "holds 200 training images per class" in text
+
+
+def _verdict() -> xr.Dataset:
+    from tradeoffs import verdicts
+
+    m = verdicts.Measured(-0.6, -1.0, -0.2, 24, gates={"above_chance": 15.6, "reliable": 0.42, "architectures": 24})
+    return verdicts.evaluate("anynetx_subsets", {"subset_diff": m}, "default")
+
+
+def test_gates_text_shows_each_measured_gate_beside_its_threshold() -> None:
+    noise = pd.DataFrame({"reliability": [0.42, 0.3, 0.9, 0.7, 0.8], "test images": [600, 1500, 3000, 3000, 700]},
+                         index=["src-2", "src-5", "src-10", "a", "b"])
+    text = ch.gates_text(_verdict(), noise, ["src-2", "src-5", "src-10"], ["a", "b"])
+    assert "above_chance 15.6 (needs above 0: passes)" in text
+    assert "reliable 0.42 (needs at least 0.5: **fails**)" in text
+    assert "architectures 24 (needs at least 20: passes)" in text
+    assert text.endswith("src-2 (600 test images, 24 architectures).")  # src-5 is not among the data sets it uses
 
 
 def test_cost_and_full_texts() -> None:
@@ -87,9 +108,9 @@ def test_cost_and_full_texts() -> None:
     text = ch.cost_text(runs, 2, 2)
     assert text.startswith("The 2 training runs add up to 30 minutes on one CPU thread (about 15 minutes")
     assert "took 1.5 minutes on cpu (2026-01-01T00:00:00Z)" in text
-    full = ch.full_text(24)
-    assert "samples 100 architectures" in full and "64² pixels" in full and "10, 100, 1000 classes" in full
-    assert "with 24 architectures are wide" in full
+    full = ch.full_text(_verdict())
+    assert "samples 100 architectures" in full and "340–400 M multiply-add band scaled to 64² pixels" in full
+    assert "10, 100, 1000 classes" in full and "spans 0.80 with 24 architectures" in full
 
 
 def test_stored_default_verdict_is_what_measured_gives() -> None:
@@ -122,5 +143,7 @@ def test_smoke_plan_lays_out_every_run(data_root) -> None:
     assert plan.n_test == {"cifar10-2": 40, "cifar10-5": 100, "cifar10-10": 200, "fashion_mnist": 200, "digits": 200}
     assert plan.steps == {"cifar10-2": 5 * (40 // 16), "cifar10-5": 2 * (100 // 16), "cifar10-10": 200 // 16}
     text = ch.plan_text(plan, P)
-    assert text.startswith("This run: **4 architectures** (multiply-adds 0.2–0.5 M at 32² pixels), 3 source data sets")
+    assert text.startswith("This run: **4 architectures** (multiply-adds 0.2–0.5 M at 32² pixels), 3 source data")
     assert "(5 on cifar10-2, 2 on cifar10-5: the same images seen)" in text and "30 training runs on cpu." in text
+    assert "cifar10-2: 2 classes (deer, frog), 40 training and 40 test images;" in text
+    assert "digits = the UCI optical digits (handwritten digits): 10 classes, 200 training and 200 test images." in text

@@ -20,11 +20,14 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure
 
-from .. import anynet, chapters, claims, results, stats, sweep, train, verdicts
+from .. import anynet, chapters, claims, data, results, stats, sweep, train, verdicts
 from ..errors import TradeoffsError
 
 CLAIM = "anynetx_subsets"
 PAPER_BAND = (340e6, 400e6)  # Tuggener et al.'s multiply-add band at 224² pixels
+WHAT = {"cifar10": "CIFAR-10 (colour photos of vehicles and animals)",
+        "fashion_mnist": "Fashion-MNIST (grayscale photos of clothing)",
+        "digits": "the UCI optical digits (handwritten digits)"}
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(space=dict(max_depth=1, max_width=32, groups=[1, 2, 4, 8], macs=[0.2e6, 0.5e6], size=32,
                              stem_width=8, stem_stride=1, strides=[1, 2, 2, 2]),
@@ -113,15 +116,38 @@ def plan(P: dict[str, Any]) -> Plan:
     return Plan(space, designs, sources, targets, recipes, tasks, {d: anynet.arrays(d) for d in sources + targets})
 
 
+def _class_names(d: anynet.Data) -> str:
+    """The kept classes by name where the data set names them (CIFAR-10 and Fashion-MNIST), else ''."""
+    if d.name not in ("cifar10", "fashion_mnist") or d.classes is None:
+        return ""
+    names = getattr(data, d.name)("test")["class_name"].values
+    return f" ({', '.join(str(names[c]) for c in d.classes)})"
+
+
+def _images(p: Plan, d: anynet.Data) -> str:
+    x_train, y_train, x_test, _ = p.arrays[d]
+    return (f"{len(np.unique(y_train))} classes{_class_names(d)}, {len(x_train):,} training and {len(x_test):,} test "
+            "images")
+
+
 def plan_text(p: Plan, P: dict[str, Any]) -> str:
-    """What this run trains, in one paragraph."""
+    """What this run trains, then which data sets it uses and why they stand in for the paper's."""
     macs = p.space.macs
     budgets = ", ".join(f"{p.recipes[d].epochs} on {d.label}" for d in p.sources[:-1])
-    return (f"This run: **{len(p.designs)} architectures** (multiply-adds {macs[0] / 1e6:g}–{macs[1] / 1e6:g} M at "
-            f"{p.space.size}² pixels), {len(p.sources)} source data sets ({', '.join(p.src)}), "
-            f"{len(p.targets)} other data sets ({', '.join(p.tgt)}), **{P['epochs']} epoch(s)** on the full "
-            f"source and the other data sets ({budgets}: the same images seen), and "
-            f"{P['n_replicates']} architectures trained twice: {len(p.tasks)} training runs on {P['device']}.")
+    run = (f"This run: **{len(p.designs)} architectures** (multiply-adds {macs[0] / 1e6:g}–{macs[1] / 1e6:g} M at "
+           f"{p.space.size}² pixels), {len(p.sources)} source data sets ({', '.join(p.src)}), "
+           f"{len(p.targets)} other data sets ({', '.join(p.tgt)}), **{P['epochs']} epoch(s)** on the full "
+           f"source and the other data sets ({budgets}: the same images seen), and "
+           f"{P['n_replicates']} architectures trained twice: {len(p.tasks)} training runs on {P['device']}.")
+    source = p.sources[0].name
+    subsets = "; ".join(f"{d.label}: {_images(p, d)}" for d in p.sources)
+    others = "; ".join(f"{d.label} = {WHAT.get(d.name, d.name)}: {_images(p, d)}" for d in p.targets)
+    datasets = (f"The source subsets are class subsets of {WHAT.get(source, source)}, standing in for the paper's "
+                f"ImageNet subsets: {subsets}. The other data sets: {others}. They stand in for Tuggener et al.'s "
+                "other benchmarks, which come from a diverse array of application domains and are not available "
+                "offline: like those, they come from domains other than the source's, and they are small enough to "
+                "train every architecture on them on a CPU.")
+    return f"{run}\n\n{datasets}"
 
 
 def _compute(p: Plan, keys: list[str], P: dict[str, Any], scheduler: str | None) -> xr.Dataset:
@@ -212,64 +238,96 @@ def measured(acc: pd.DataFrame, reliability: pd.Series, src: list[str], tgt: lis
     return out
 
 
-def noise_text(acc: pd.DataFrame, corr: pd.DataFrame, noise: pd.DataFrame, steps: dict[str, int], chance: float,
-               n_train: int) -> str:
+def noise_text(acc: pd.DataFrame, corr: pd.DataFrame, noise: pd.DataFrame, steps: dict[str, int],
+               P: dict[str, Any]) -> str:
     """Measurement noise, the attenuation-corrected correlations and the training budget, in one paragraph."""
     few, full = corr["source"].iloc[0], corr["source"].iloc[-1]
-    rel = noise["reliability"]
+    targets = list(corr["target"].unique())
+    rel, ratio, n_test = noise["reliability"], noise["ratio"], noise["test images"].astype(int)
     sp = corr.set_index(["source", "target"])["spearman"]
-    corrected = {s: float(np.mean([stats.attenuation_corrected(float(sp[s, t]), rel[s], rel[t])
-                                   for t in corr["target"].unique()])) for s in (few, full)}
-    ratio = noise["ratio"]
-    return (f"Measurement noise: the spread across architectures is {ratio.min():.1f}–{ratio.max():.1f} "
-            f"times the noise of one measurement (lowest on {ratio.idxmin()}, reliability {rel.min():.2f}). "
-            "Corrected for attenuation (a point estimate without an interval), the mean correlation with the other "
-            f"data sets is {corrected[few]:.2f} for {few} and {corrected[full]:.2f} for {full}. Training budget: "
-            f"{steps[few]} SGD steps on {few} (mean accuracy {acc[few].mean():.2f}, chance {chance:.2f}) against "
-            f"{steps[full]} on {full} (mean accuracy {acc[full].mean():.2f}); the paper's smallest ImageNet subsets "
-            f"still hold about 1,300 images per class, ours {n_train}.")
+    corrected = {s: float(np.mean([stats.attenuation_corrected(float(sp[s, t]), rel[s], rel[t]) for t in targets]))
+                 for s in (few, full)}
+    n = len(acc)
+    return (f"Measurement noise: the spread across the {n} architectures is {ratio.min():.1f}–{ratio.max():.1f} "
+            f"times the noise of one measurement (seed noise from the {P['n_replicates']} architectures trained "
+            f"twice; test noise from {n_test.min():,}–{n_test.max():,} test images per data set), lowest on "
+            f"{ratio.idxmin()} (reliability {rel.min():.2f}, {n_test[ratio.idxmin()]:,} test images). Corrected for "
+            "attenuation (a point estimate without an interval), the mean correlation with the "
+            f"{len(targets)} other data sets is {corrected[few]:.2f} for {few} and {corrected[full]:.2f} for {full} "
+            f"({n} architectures). Training budget: {steps[few]} SGD steps on {few} (mean accuracy "
+            f"{acc[few].mean():.2f} over {n} architectures on {n_test[few]:,} test images, chance "
+            f"{1 / P['subsets'][0]:.2f}) against {steps[full]} on {full} (mean accuracy {acc[full].mean():.2f} on "
+            f"{n_test[full]:,} test images); every source subset here holds {P['n_train']} training images per class, "
+            "where the paper's ImageNet subsets keep all of ImageNet's images of each class they keep.")
 
 
-def full_text(n_architectures: int) -> str:
-    """What the `full` profile would change, against the `n_architectures` of this run."""
+def gates_text(v: xr.Dataset, noise: pd.DataFrame, src: list[str], tgt: list[str]) -> str:
+    """The primary test's gates, each measured value beside its threshold, and the data set the noise gate reads."""
+    spec = claims.claim(CLAIM).primary(v.attrs["profile_judged"])
+    row = v.sel(test=spec.id)
+    parts = []
+    for g in spec.gates:
+        value = float(row.gate_measured.sel(gate=g.id))
+        need = f"{'at least' if g.at_least else 'at most'} {g.threshold:g}" if g.threshold >= 1e-6 else "above 0"
+        shown = f"{value:.3g}" if np.isfinite(value) else "not measurable"
+        parts.append(f"{g.id} {shown} (needs {need}: {'passes' if g.passes(value) else '**fails**'})")
+    used = noise.loc[[src[0], src[-1], *tgt]]
+    least = used["reliability"].idxmin()
+    return (f"The primary test's validity gates, measured against their thresholds: {'; '.join(parts)}. The "
+            f"reliability gate reads the least reliable of the data sets the test uses: {least} "
+            f"({int(used.loc[least, 'test images']):,} test images, {int(row.n)} architectures).")
+
+
+def full_text(v: xr.Dataset) -> str:
+    """What the `full` profile would change, against the primary interval of this run."""
     fp = PROFILES["full"]
+    row = v.sel(test=v.attrs["primary_test"])
+    band = "–".join(f"{b / 1e6:g}" for b in PAPER_BAND)
+    width = float(row.ci_high - row.ci_low)
+    interval = f"spans {width:.2f}" if np.isfinite(width) else "is undefined"
     return (f"The `full` profile samples {fp['n_architectures']} architectures from the paper's AnyNetX space with "
-            f"Tuggener et al.'s 340–400 M multiply-add band scaled to {fp['space']['size']}² pixels, trains them for "
+            f"Tuggener et al.'s {band} M multiply-add band scaled to {fp['space']['size']}² pixels, trains them for "
             f"{fp['epochs']} epochs on ImageNet subsets of {', '.join(map(str, fp['subsets']))} classes (ImageNet "
             f"supplied by the user as a folder) and on {', '.join(t[0] for t in fp['targets'])}, on a GPU through the "
-            "same Dask sweep. More architectures narrow the bootstrap intervals, which with "
-            f"{n_architectures} architectures are wide; training longer on more images lowers the seed-to-seed noise "
-            "that blurs rankings of small networks trained briefly. Tuggener et al.'s other data sets (for example "
-            "insects, power-line and concrete-crack images) are not available offline.")
+            f"same Dask sweep. More architectures narrow the bootstrap interval, which here {interval} with "
+            f"{int(row.n)} architectures; training longer on more images "
+            "is expected to lower the seed-to-seed noise that blurs rankings of small networks trained briefly. "
+            "Tuggener et al.'s other data sets (for example insects, power-line and concrete-crack images) are not "
+            "available offline.")
 
 
 # ---------------------------------------------------------------- figures
 
-def accuracy_figure(acc: pd.DataFrame, classes: xr.DataArray, epochs: int) -> Figure:
+def accuracy_figure(acc: pd.DataFrame, chance: pd.Series, n_test: dict[str, int]) -> Figure:
     """Accuracy of every architecture on every data set (box + points), with each data set's chance level."""
     long = acc.reset_index().melt(id_vars="architecture", var_name="data set", value_name="accuracy")
     fig, ax = plt.subplots(figsize=(8, 4.5))
     sns.boxplot(data=long, x="data set", y="accuracy", color="0.9", showfliers=False, ax=ax)
     sns.stripplot(data=long, x="data set", y="accuracy", color="C0", size=5, jitter=0.15, ax=ax)
-    for i, c in enumerate(classes.sel(dataset=acc.columns).values):
-        ax.hlines(1 / c, i - 0.4, i + 0.4, colors="C3", linestyles=":", label="chance" if i == 0 else None)
-    ax.set(xlabel="data set (source subsets, then the other data sets)", ylabel="test accuracy (fraction)",
-           title=f"{len(acc)} AnyNetX architectures, {epochs} epochs each")
+    for i, d in enumerate(acc.columns):
+        ax.hlines(chance[d], i - 0.4, i + 0.4, colors="C3", linestyles=":", label="chance" if i == 0 else None)
+    ax.set_xticks(range(len(acc.columns)), [f"{d}\n{int(n_test[d]):,} test" for d in acc.columns])
+    ax.set(xlabel="data set and its test images (source subsets, then the other data sets)",
+           ylabel="test accuracy (fraction)",
+           ylim=(0, 1), title=f"{len(acc)} AnyNetX architectures, one run each per data set")
     ax.legend(loc="lower left")
     return fig
 
 
-def scatter_figure(acc: pd.DataFrame, src: list[str], tgt: list[str]) -> Figure:
-    """Each other data set's accuracy against each source subset's, one panel per pair, with Spearman ρ."""
+def scatter_figure(acc: pd.DataFrame, src: list[str], tgt: list[str], chance: pd.Series) -> Figure:
+    """Each other data set's accuracy against each source subset's, one panel per pair, with Spearman ρ and chance."""
     fig, axes = plt.subplots(len(tgt), len(src), figsize=(11, 3.4 * len(tgt)), squeeze=False)
     for i, t in enumerate(tgt):
         for j, s in enumerate(src):
             ax = axes[i, j]
             rho = stats.correlation(acc[s], acc[t], method="spearman")["r"]
             sns.regplot(x=acc[s], y=acc[t], ax=ax, ci=None, scatter_kws=dict(s=25), line_kws=dict(color="C1", lw=1))
+            ax.axvline(chance[s], color="C3", ls=":", lw=1, label="chance")
+            ax.axhline(chance[t], color="C3", ls=":", lw=1)
             ax.set(title=f"Spearman ρ = {rho:.2f}", xlabel=f"{s} accuracy" if i == len(tgt) - 1 else "",
                    ylabel=f"{t} accuracy" if j == 0 else "")
-    fig.suptitle("Source subsets (columns) against the other data sets (rows)")
+    axes[0, 0].legend(loc="lower right")
+    fig.suptitle(f"Source subsets (columns) against the other data sets (rows), {len(acc)} architectures")
     fig.tight_layout()
     return fig
 
@@ -285,7 +343,8 @@ def correlation_figure(corr: pd.DataFrame, source: str) -> Figure:
                     capsize=4, label=t, color=f"C{i}")
     ax.axhline(0, color="0.5", lw=1)
     ax.set_xticks(np.arange(len(subsets)), [f"{k} classes" for k in subsets])
-    ax.set(xlabel=f"source: {source.split('/')[-1]} subset", ylabel="Spearman ρ with the other data set",
-           ylim=(-1.05, 1.05), title="The claim: correlations rise as source classes fall (right to left)")
-    ax.legend(title="other data set")
+    ax.set(xlabel=f"source: {source.split('/')[-1]} subset ({int(corr['n'].min())} architectures per point)",
+           ylabel="Spearman ρ with the other data set", ylim=(-1.05, 1.05),
+           title="The claim: correlations rise as source classes fall (right to left)")
+    ax.legend(title="other data set", loc="lower right")
     return fig
