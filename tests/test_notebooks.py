@@ -79,3 +79,20 @@ def test_pages_open_with_the_verdict_and_fold_their_code(name: str) -> None:
         if cell.cell_type == "code":
             assert tags & {"parameters", "hide-input", "remove-input", "remove-cell"}, cell.source[:80]
             assert "parameters" not in tags or not tags & {"hide-input", "remove-input"}, "parameters stay visible"
+
+
+def _code_lines(name: str) -> list[str]:
+    nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    return [line for c in nb.cells if c.cell_type == "code" for line in c.source.strip().splitlines()]
+
+
+def test_notebooks_are_thin() -> None:
+    """Parameters, a few library calls, figures, the verdict: analysis lives in tradeoffs.chapters, tested."""
+    lines = {name: _code_lines(name) for name in NOTEBOOKS}
+    assert {n: len(v) for n, v in lines.items() if len(v) > 150} == {}, "a notebook over 150 code lines"
+    assert sum(map(len, lines.values())) <= 900
+    for name, code in lines.items():
+        defined = [line for line in code if line.lstrip().startswith(("def ", "class ", "lambda"))]
+        assert not defined, f"{name} defines {defined}: put it in tradeoffs.chapters.{name}"
+        wide = [line for line in code if len(line) > 100]
+        assert not wide, f"{name} has code wider than the page (100 characters): {wide[0][:60]}…"

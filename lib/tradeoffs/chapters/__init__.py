@@ -6,10 +6,15 @@ the profiles it runs under and the sentences it prints from results live in the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from tqdm import TqdmWarning
+
 from ..errors import TradeoffsError
+
+warnings.filterwarnings("ignore", category=TqdmWarning)  # without ipywidgets, progress bars are plain text
 
 ALWAYS = ("device", "seed")  # parameters every notebook has, outside its profiles
 
@@ -26,12 +31,7 @@ def settings(profiles: Mapping[str, Mapping[str, Any]], profile: str, given: Map
 
 
 def setup() -> None:
-    """What every chapter notebook starts with: the book's figure style, and no note about missing ipywidgets."""
-    import warnings
-
-    from tqdm import TqdmWarning
-
+    """What every chapter notebook starts with: the book's figure style."""
     from .. import plots
 
-    warnings.filterwarnings("ignore", category=TqdmWarning)  # without ipywidgets, progress bars are plain text
     plots.set_style()
