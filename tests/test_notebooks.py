@@ -96,3 +96,14 @@ def test_notebooks_are_thin() -> None:
         assert not defined, f"{name} defines {defined}: put it in tradeoffs.chapters.{name}"
         wide = [line for line in code if len(line) > 100]
         assert not wide, f"{name} has code wider than the page (100 characters): {wide[0][:60]}…"
+
+
+def test_one_colab_cell_with_the_repository_of_config() -> None:
+    """Every notebook installs this package from the repository named once, in _config.yml."""
+    import yaml
+
+    url = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]["url"]
+    cells = {name: next(c.source for c in nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4).cells
+                        if "google.colab" in c.source) for name in NOTEBOOKS}
+    assert len(set(cells.values())) == 1, "the Colab cells differ between notebooks"
+    assert f'repo = "{url}"' in next(iter(cells.values()))
