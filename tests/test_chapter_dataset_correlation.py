@@ -60,9 +60,14 @@ def test_measured_and_comparison_reproduce_the_stored_verdict(data_root) -> None
     assert measured["zoo_shifted"].note == str(stored.sel(test="zoo_shifted").note.item())
     text = ch.comparison_text(tl, tl_stats, overall, zoo_stats, pr)
     pooled = overall["pooled"]
-    assert "r = 0.96 after fine-tuning" in text
-    assert f"r = {pooled['r']:.2f} [{pooled['ci_low']:.2f}, {pooled['ci_high']:.2f}]" in text
-    assert "150 test images per data set" in text
+    assert "their 16 networks between ImageNet top-1 and transfer accuracy on 12 data sets: r = 0.96" in text
+    assert f"r = {pooled['r']:.2f} [{pooled['ci_low']:.3f}, {pooled['ci_high']:.3f}]" in text
+    assert pooled["ci_high"] < 0.96 and f"excludes 0.96 (it ends at {pooled['ci_high']:.3f})" in text
+    assert "n = 150 test images per data set, so one probe score has a binomial SD of 4.0 points (CIFAR-10)" in text
+    models = ch.probed_models_text(pr)
+    assert models.startswith("The 11 probed ImageNet models are offline mobile networks: 3 EfficientNet-Lite")
+    assert "8 TFLite MobileNets" in models and "from 39.9 to 77.5 %" in models and "128 to 260 px" in models
+    assert "`mobilenet_v2_1.0_224_quant` is placed at its float model's published top-1 (71.8 %" in models
 
 
 def _tllib(timm_names: list[str], top1: list[float], top1_timm: list[float]) -> xr.Dataset:
@@ -87,10 +92,23 @@ def test_statistics_tables_group_by_part_and_label_each_correlation() -> None:
     tl = pd.DataFrame([{**row, "part": "fine-tuning (tllib)", "x": "ImageNet top-1 (timm)", "scale": "accuracy (%)",
                         "subset": "joined in timm", "method": "spearman"}])
     (t1, zoo_rows), (t2, tl_rows) = ch.statistics_tables(zoo, tl, ch.finetune_statistics(None))
-    assert (t1, t2) == ("timm zoo: shifted ImageNet test sets", "fine-tuning (tllib)")
+    assert (t1, t2) == ("timm zoo: ImageNet variants under distribution shift (not other data sets)",
+                        "fine-tuning (tllib)")
     assert zoo_rows.index.tolist() == [("D", "Pearson, probit, x: top-1, same 200 classes")]
     assert tl_rows.index.tolist() == [("D", "Spearman, accuracy, joined in timm, x: top-1, timm")]
     assert tl_rows.ci_high.item() == 0.778
+
+
+def test_probe_noise_text_states_n_and_the_binomial_sd_of_one_score() -> None:
+    acc = np.array([[50.0, 90.0], [50.0, 90.0], [80.0, 90.0]])
+    pr = xr.Dataset({"accuracy": (("model", "dataset"), acc)},
+                    coords={"model": ["a", "b", "c"], "dataset": ["A", "B"], "weights": ("model", ["pretrained"] * 3)},
+                    attrs={"parameters": '{"n_test": 100}'})
+    sd_a = 100 * math.sqrt((0.25 + 0.25 + 0.16) / 3 / 100)  # √(mean a(1 − a) / n) in points
+    assert ch.probe_noise_text(pr).startswith(
+        f"Each probe score is the accuracy on n = 100 test images of one data set. At that n, one score has a "
+        f"binomial SD, √(a(1 − a)/n) at the models' accuracies, of {sd_a:.1f} points on A and 3.0 points on B; "
+        f"the SD of the scores across the 3 models is 17.3 points on A and 0.0 points on B.")
 
 
 def test_outlook_and_skip_texts() -> None:
