@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import timm
 
 from tradeoffs import probes
+from tradeoffs.chapters import dataset_correlation as ch
 from tradeoffs.errors import TradeoffsError
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.data
 
 
@@ -74,18 +71,10 @@ def test_torchvision_top1_refuses_unknown_builders() -> None:
         probes.torchvision_top1("resnet_nonexistent")
 
 
-def _profiles() -> dict:
-    nb = json.loads((REPO / "notebooks" / "dataset_correlation.ipynb").read_text())
-    source = next("".join(c["source"]) for c in nb["cells"] if "PROFILES = {" in "".join(c["source"]))
-    namespace: dict = {}
-    exec(source, namespace)  # noqa: S102 -- the notebook's own profile table, a literal
-    return namespace["PROFILES"]
-
-
-def test_notebook_profiles_name_real_models_with_published_top1(data_root) -> None:
+def test_chapter_profiles_name_real_models_with_published_top1(data_root) -> None:
     from tradeoffs import models
 
-    profiles = _profiles()
+    profiles = ch.PROFILES
     assert set(profiles) == {"smoke", "default", "full"}
     top1 = pd.read_csv(data_root / "tables/timm/results-imagenet.csv").groupby("model").top1.first()
     named = set(models.named_models())
