@@ -30,9 +30,9 @@ RECIPE = dict(batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, augment=T
 PROFILES = {
     "smoke": dict(models=["cifar10_resnet8", "cifar10_resnet20"], n_train=800, epochs=2, seeds=[0], n_eval=400,
                   bapps_root=None, **RECIPE),
-    "default": dict(models=["cifar10_resnet8"], n_train=20000, epochs=30, seeds=[0, 1, 2], n_eval=2000,
+    "default": dict(models=["cifar10_resnet8"], n_train=20000, epochs=30, seeds=[0, 1, 2, 3, 4, 5], n_eval=2000,
                     bapps_root=None, **RECIPE),
-    "full": dict(models=["cifar10_resnet8", "cifar10_resnet20"], n_train=50000, epochs=60, seeds=[0, 1, 2],
+    "full": dict(models=["cifar10_resnet8", "cifar10_resnet20"], n_train=50000, epochs=60, seeds=[0, 1, 2, 3, 4, 5],
                  n_eval=10000, bapps_root="bapps", **RECIPE),
 }
 HALVES = ("even", "odd")  # images split by index parity, to choose an epoch on one half and judge it on the other
