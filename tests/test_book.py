@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tradeoffs import bookpages, verdicts
+from tradeoffs import bookpages, provenance, store, verdicts
 from tradeoffs.errors import TradeoffsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,16 +298,14 @@ def test_verdicts_page_refuses_a_damaged_file(tmp_path: Path) -> None:
 def test_reproducibility_page(tmp_path: Path, isolated: Path) -> None:
     import xarray as xr
 
-    from tradeoffs import results
-
     (tmp_path / "_config.yml").write_text("repository:\n  url: https://github.com/o/r/\n")
     ds = xr.Dataset({"score": ("model", [0.1, 0.2])}, coords={"model": ["a", "b"]})
-    results.save(ds, "inverted_u_scores_default", profile="default", parameters={}, elapsed_s=210.0)
-    results.save(ds, "inverted_u_scores_smoke", profile="smoke", parameters={}, elapsed_s=3.0)
-    results.save(ds, "scratch_default", profile="default", parameters={}, elapsed_s=0.2)
+    store.save(ds, "inverted_u_scores_default", profile="default", parameters={}, elapsed_s=210.0)
+    store.save(ds, "inverted_u_scores_smoke", profile="smoke", parameters={}, elapsed_s=3.0)
+    store.save(ds, "scratch_default", profile="default", parameters={}, elapsed_s=0.2)
     table = bookpages.provenance_rows(isolated / "results")
     assert list(table["notebook"]) == ["inverted_u", "inverted_u", "other"]
-    assert table["torch"].iloc[0] == results.versions()["torch"]
+    assert table["torch"].iloc[0] == provenance.versions()["torch"]
     text = bookpages.reproducibility_text(tmp_path, isolated / "results")
     assert "3 results files from 2 notebooks" in text
     inverted = text.split("## Inverted U", 1)[1].split("## ", 1)[0]
@@ -320,8 +318,8 @@ def test_reproducibility_page(tmp_path: Path, isolated: Path) -> None:
     if re.fullmatch(r"[0-9a-f]{40}", commit):
         assert f"at [`{commit[:7]}`](https://github.com/o/r/commit/{commit})" in cells[2]
     assert cells[2].endswith(" + uncommitted changes") == dirty
-    assert cells[3] == (f"{results.device_name()}; torch {results.versions()['torch']}, "
-                        f"timm {results.versions().get('timm', '—')}")
+    assert cells[3] == (f"{provenance.device_name()}; torch {provenance.versions()['torch']}, "
+                        f"timm {provenance.versions().get('timm', '—')}")
     assert "## Other files" in text and "--only other" not in text
 
 

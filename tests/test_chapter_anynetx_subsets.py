@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from tradeoffs import results
+from tradeoffs import store
 from tradeoffs.chapters import anynetx_subsets as ch
 from tradeoffs.errors import TradeoffsError
 
@@ -114,8 +114,8 @@ def test_cost_and_full_texts() -> None:
 
 
 def test_stored_default_verdict_is_what_measured_gives() -> None:
-    runs = results.load("anynetx_subsets_runs_default")
-    P = results.parameters_of(runs)
+    runs = store.load("anynetx_subsets_runs_default")
+    P = store.parameters_of(runs)
     acc = ch.accuracy(runs, P["seed"])
     role = dict(zip(runs.dataset.values, runs.role.values))
     src = [d for d in acc.columns if role[d] == "source"]
@@ -124,7 +124,7 @@ def test_stored_default_verdict_is_what_measured_gives() -> None:
     n_test = {d: per_class[d] * int(c) for d, c in zip(runs.dataset.values, runs["classes"].values)}
     noise = ch.noise_table(runs, acc, n_test)
     m = ch.measured(acc, noise["reliability"], src, tgt, 1 / P["subsets"][0], P["seed"])
-    stored = results.load("anynetx_subsets_verdict_default")
+    stored = store.load("anynetx_subsets_verdict_default")
     for test, row in m.items():
         s = stored.sel(test=test)
         assert (row.estimate, row.ci_low, row.ci_high) == pytest.approx(

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from tradeoffs import results
+from tradeoffs import store
 from tradeoffs.chapters import dataset_correlation as ch
 from tradeoffs.errors import TradeoffsError
 
@@ -45,8 +45,8 @@ def test_stored_default_results_reload_under_their_keys(data_root, monkeypatch) 
 
 @pytest.mark.data
 def test_measured_and_comparison_reproduce_the_stored_verdict(data_root) -> None:
-    stored = results.load("dataset_correlation_verdict_default", REPO / "data" / "results")
-    zoo, pr, tl = (results.load(f"dataset_correlation_{p}_default", REPO / "data" / "results")
+    stored = store.load("dataset_correlation_verdict_default", REPO / "data" / "results")
+    zoo, pr, tl = (store.load(f"dataset_correlation_{p}_default", REPO / "data" / "results")
                    for p in ("zoo", "probes", "tllib"))
     zoo_stats, _ = ch.zoo_statistics(zoo)
     probe_stats, tl_stats, overall = ch.probe_statistics(pr), ch.tllib_statistics(tl), ch.tllib_overall(tl, 0)

@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 from scipy import stats as sps
 
-from tradeoffs import results, stats
+from tradeoffs import stats, store
 from tradeoffs.chapters import early_stopping as ch
 from tradeoffs.errors import TradeoffsError
 
@@ -106,8 +106,8 @@ def test_kl_text_measures_the_temperature_share() -> None:
 
 
 def test_measured_reproduces_the_stored_verdict() -> None:
-    ds = results.load("early_stopping_default", STORED)
-    verdict = results.load("early_stopping_verdict_default", STORED)
+    ds = store.load("early_stopping_default", STORED)
+    verdict = store.load("early_stopping_verdict_default", STORED)
     for test, m in ch.measured(ds, ch.runs(ds)).items():
         row = verdict.sel(test=test)
         assert (m.estimate, m.ci_low, m.ci_high, m.n) == pytest.approx(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tradeoffs import claims, results
+from tradeoffs import claims, results, store
 from tradeoffs.chapters import human_alignment as ch
 from tradeoffs.errors import TradeoffsError
 
@@ -18,7 +18,7 @@ def stored(part: str) -> xr.Dataset:
     """The committed default results file of `part`."""
     root = results.repo_root()
     try:
-        return results.load(claims.result_name("human_alignment", part, "default"), root / "data" / "results")
+        return store.load(claims.result_name("human_alignment", part, "default"), root / "data" / "results")
     except (TradeoffsError, TypeError):
         pytest.skip(f"no stored human_alignment_{part}_default.nc")
 

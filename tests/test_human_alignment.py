@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tradeoffs import claims, data, metrics, models, observers, results
+from tradeoffs import claims, data, metrics, models, observers, results, store
 from tradeoffs.errors import TradeoffsError
 
 PROFILE = "default"
@@ -25,7 +25,7 @@ def stored(part: str):
     root = results.repo_root()
     folder = root / "data" / "results" if root else None
     try:
-        return results.load(f"human_alignment_{part}_{PROFILE}", folder)
+        return store.load(f"human_alignment_{part}_{PROFILE}", folder)
     except TradeoffsError:
         pytest.skip(f"no stored human_alignment_{part}_{PROFILE}.nc; run the notebook on the default profile")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tradeoffs import distances, features, perceptual
+from tradeoffs import features, perceptual
 from tradeoffs import models as M
 from tradeoffs.errors import TradeoffsError
 

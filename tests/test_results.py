@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tradeoffs import results
+from tradeoffs import results, store
 from tradeoffs.errors import TradeoffsError
 
 
@@ -21,46 +21,46 @@ def _ds(seed: int = 0) -> xr.Dataset:
 
 
 def test_round_trip_with_provenance(isolated: Path) -> None:
-    path = results.save(_ds(), "claim_smoke", profile="smoke", parameters={"models": ["a", "b"], "n": 3}, elapsed_s=1.5)
+    path = store.save(_ds(), "claim_smoke", profile="smoke", parameters={"models": ["a", "b"], "n": 3}, elapsed_s=1.5)
     assert path == isolated / "results" / "claim_smoke.nc"
-    back = results.load("claim_smoke")
+    back = store.load("claim_smoke")
     xr.testing.assert_allclose(back.drop_attrs(), _ds().drop_attrs())
     for key in ("git_commit", "git_dirty", "profile", "parameters", "versions", "device", "created_utc", "elapsed_s", "inputs_key"):
         assert key in back.attrs, key
     assert back.attrs["profile"] == "smoke"
-    assert results.parameters_of(back) == {"models": ["a", "b"], "n": 3}
+    assert store.parameters_of(back) == {"models": ["a", "b"], "n": 3}
     assert "torch" in json.loads(back.attrs["versions"])
     assert json.loads(back.attrs["note"]) == {"nested": [1, "two"]}
     assert not list((isolated / "results").glob("*.tmp")), "temporary files left behind"
 
 
 def test_atomic_write_keeps_old_file_on_failure(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    results.save(_ds(0), "claim_smoke", profile="smoke", parameters={}, elapsed_s=0)
+    store.save(_ds(0), "claim_smoke", profile="smoke", parameters={}, elapsed_s=0)
 
     def boom(self, *a, **k):
         raise RuntimeError("disk full")
 
     with monkeypatch.context() as m, pytest.raises(RuntimeError):
         m.setattr(xr.Dataset, "to_netcdf", boom)
-        results.save(_ds(1), "claim_smoke", profile="smoke", parameters={}, elapsed_s=0)
-    xr.testing.assert_allclose(results.load("claim_smoke").drop_attrs(), _ds(0).drop_attrs())
+        store.save(_ds(1), "claim_smoke", profile="smoke", parameters={}, elapsed_s=0)
+    xr.testing.assert_allclose(store.load("claim_smoke").drop_attrs(), _ds(0).drop_attrs())
     assert not list((isolated / "results").glob(".*tmp"))
 
 
 def test_bad_files_give_one_clear_line(isolated: Path) -> None:
     with pytest.raises(TradeoffsError, match="no results file.*--only human_alignment"):
-        results.load("human_alignment_trials_default")
-    path = results.save(_ds(), "claim_smoke", profile="smoke", parameters={}, elapsed_s=0)
+        store.load("human_alignment_trials_default")
+    path = store.save(_ds(), "claim_smoke", profile="smoke", parameters={}, elapsed_s=0)
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(TradeoffsError, match="unreadable.*delete it"):
-        results.load("claim_smoke")
+        store.load("claim_smoke")
     old = _ds()
     old.attrs = {"schema_version": 0}
     old.to_netcdf(isolated / "results" / "old_smoke.nc")
     with pytest.raises(TradeoffsError, match="schema v0"):
-        results.load("old_smoke")
+        store.load("old_smoke")
     with pytest.raises(TradeoffsError, match="unknown profile"):
-        results.save(_ds(), "x", profile="huge", parameters={}, elapsed_s=0)
+        store.save(_ds(), "x", profile="huge", parameters={}, elapsed_s=0)
 
 
 def test_content_key_depends_on_every_part(tmp_path: Path) -> None:
@@ -114,25 +114,25 @@ def test_load_or_compute_reuses_only_matching_key(isolated: Path, monkeypatch: p
         n.append(1)
         return _ds(len(n))
 
-    results.load_or_compute("c_default", "k1", compute, profile="default", parameters={})
-    results.load_or_compute("c_default", "k1", compute, profile="default", parameters={})
+    store.load_or_compute("c_default", "k1", compute, profile="default", parameters={})
+    store.load_or_compute("c_default", "k1", compute, profile="default", parameters={})
     assert len(n) == 1
-    results.load_or_compute("c_default", "k2", compute, profile="default", parameters={})
+    store.load_or_compute("c_default", "k2", compute, profile="default", parameters={})
     assert len(n) == 2
     monkeypatch.setenv("TRADEOFFS_RECOMPUTE", "1")
-    results.load_or_compute("c_default", "k2", compute, profile="default", parameters={})
+    store.load_or_compute("c_default", "k2", compute, profile="default", parameters={})
     assert len(n) == 3
 
 
 def test_compare_reports_differences_beyond_tolerance(isolated: Path) -> None:
-    results.save(_ds(0), "c_default", profile="default", parameters={}, elapsed_s=0, tolerance={"rtol": 0.0, "atol": 1e-3})
-    stored = results.load("c_default")
-    assert results.compare(stored, _ds(0)) == []
+    store.save(_ds(0), "c_default", profile="default", parameters={}, elapsed_s=0, tolerance={"rtol": 0.0, "atol": 1e-3})
+    stored = store.load("c_default")
+    assert store.compare(stored, _ds(0)) == []
     nudged = _ds(0)
     nudged["score"][0, 0] += 1e-4
-    assert results.compare(stored, nudged) == []
+    assert store.compare(stored, nudged) == []
     nudged["score"][0, 0] += 1e-2
-    (problem,) = results.compare(stored, nudged)
+    (problem,) = store.compare(stored, nudged)
     assert problem.startswith("score: 1 of 6 values differ")
 
 
@@ -143,5 +143,5 @@ def test_labels_are_not_truncated_by_an_inherited_string_width(isolated):
     combined = xr.concat([short, xr.Dataset({"v": ("dataset", [2.0])}, coords={"dataset": ["fashion_mnist"]})],
                          dim="dataset")
     combined["dataset"].encoding["dtype"] = np.dtype("<U10")
-    results.save(combined, "labels_smoke", profile="smoke", parameters={}, elapsed_s=0.0)
-    assert list(results.load("labels_smoke").dataset.values) == ["cifar10-10", "fashion_mnist"]
+    store.save(combined, "labels_smoke", profile="smoke", parameters={}, elapsed_s=0.0)
+    assert list(store.load("labels_smoke").dataset.values) == ["cifar10-10", "fashion_mnist"]

@@ -14,14 +14,14 @@ from scipy import stats as sps
 
 from pathlib import Path
 
-from tradeoffs import claims, results, verdicts
+from tradeoffs import claims, store, verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 STORED = REPO / "data" / "results"
 
 
 def stored(name: str) -> xr.Dataset:
-    return results.load(name, STORED)
+    return store.load(name, STORED)
 
 
 def fisher_ci(r: float, n: int, se_num: float = 1.0) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tradeoffs import results, run
+from tradeoffs import claims, run
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -113,7 +113,7 @@ def test_notebooks_workflow_schedule_dispatch_and_matrix() -> None:
     workflow = load("notebooks.yml")
     assert workflow["on"]["schedule"][0]["cron"]
     profile = workflow["on"]["workflow_dispatch"]["inputs"]["profile"]
-    assert profile["default"] == "smoke" and set(profile["options"]) <= set(results.PROFILES)
+    assert profile["default"] == "smoke" and set(profile["options"]) <= set(claims.PROFILES)
     assert workflow["env"]["PROFILE"] == "${{ inputs.profile || 'smoke' }}", "the schedule has no inputs: smoke"
     job = workflow["jobs"]["run"]
     assert job["strategy"]["fail-fast"] is False, "one failing notebook must not cancel the others"

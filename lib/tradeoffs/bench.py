@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from . import features, models, results
+from . import features, models, provenance, results, store
 from .errors import TradeoffsError
 
 BASELINE = "plain_forward"
@@ -262,7 +262,7 @@ def run(device: str, plan: Plan, note: str = "") -> xr.Dataset:
     ds["output_mib"] = ("n_images", [m[1] for m in mem], {"units": "MiB", "long_name": "size of the features returned"})
     ds = ds.assign_coords(n_images=list(plan.memory_images))
     ds.attrs.update(
-        device_name=results.device_name(), threads=torch.get_num_threads(), torch_version=torch.__version__,
+        device_name=provenance.device_name(), threads=torch.get_num_threads(), torch_version=torch.__version__,
         timm_version=metadata.version("timm"), repeats=plan.repeats, warmup=plan.warmup,
         memory_model=f"{plan.memory_model} {plan.memory_size}px, mean-pooled features of every feature layer",
         load_average_before=" ".join(f"{v:.2f}" for v in load_before),
@@ -323,7 +323,7 @@ def default_out(device: str, quick: bool) -> Path:
 def save(ds: xr.Dataset, out: Path, plan: Plan, *, profile: str, elapsed_s: float) -> Path:
     """Write the benchmark atomically with provenance (the plan and thread count as parameters); returns `out`."""
     params = {"device": ds.attrs.get("device_name", ""), "threads": int(ds.attrs.get("threads", 0)), "plan": asdict(plan)}
-    return results.write(ds, out, profile=profile, parameters=params, elapsed_s=elapsed_s,
+    return store.write(ds, out, profile=profile, parameters=params, elapsed_s=elapsed_s,
                          tolerance={"rtol": 1.0, "atol": 0.0})  # timings: nothing reproduces exactly
 
 

@@ -317,10 +317,10 @@ def _date(attrs: dict[str, Any]) -> str:
 
 def _stored_verdict(claim: str, profile: str, directory: Path) -> xr.Dataset | None:
     """The stored verdict file, None when not yet run; a damaged file stops the build with what to do."""
-    from . import claims, results
+    from . import claims, store
 
     name = claims.result_name(claim, "verdict", profile)
-    return results.load(name, directory) if (directory / f"{name}.nc").exists() else None
+    return store.load(name, directory) if (directory / f"{name}.nc").exists() else None
 
 
 def _unique(values: Iterable[Any]) -> list[str]:
@@ -585,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             root = repo_root()
         if root is None or not (Path(root) / "_config.yml").is_file():
             raise TradeoffsError("run this inside the project checkout (the folder with _config.yml), or pass --root")
-        from .results import PROFILES
+        from .claims import PROFILES
 
         if args.profile not in PROFILES:
             raise TradeoffsError(f"unknown profile {args.profile!r}: use one of {', '.join(PROFILES)}")

@@ -1,4 +1,9 @@
-"""Results store (NetCDF with provenance, written atomically) and a content-keyed cache for intermediates."""
+"""Where computed things live: the project's folders and the content-keyed cache of intermediate results.
+
+A cache entry is a NetCDF file named by the sha256 of everything that determines it (`content_key`: arrays,
+parameters, files by content, modules by source), written atomically, so a killed run resumes at the first missing
+piece. Stored result files with provenance are `tradeoffs.store`'s job.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +11,14 @@ import hashlib
 import inspect
 import json
 import os
-import platform
-import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
-from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import xarray as xr
-
-from .claims import CLAIMS
-from .errors import TradeoffsError
-
-SCHEMA_VERSION = 1
-PROFILES = ("smoke", "default", "full")
-OUTPUTS = (":!data/results", ":!book/executed")  # what a run writes: not a change of the code that computes it
-_VERSIONED = ("tradeoffs", "torch", "torchvision", "timm", "numpy", "xarray", "pandas", "pingouin", "statsmodels", "ai-edge-litert")
 
 
 def repo_root() -> Path | None:
@@ -62,57 +54,7 @@ def cache_dir() -> Path:
     return path
 
 
-def _git(*args: str) -> str:
-    root = repo_root()
-    if root is None:
-        return ""
-    try:
-        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that decide the numbers."""
-    found = {}
-    for name in _VERSIONED:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    found["python"] = platform.python_version()
-    return found
-
-
-def device_name() -> str:
-    """The accelerator (or CPU) this process computes on."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-
-
-def provenance(profile: str, parameters: dict[str, Any], elapsed_s: float, inputs_key: str = "") -> dict[str, Any]:
-    """Attributes stored on every results file (NetCDF-safe: str and numbers only)."""
-    if profile not in PROFILES:
-        raise TradeoffsError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "git_commit": _git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": int(bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", *OUTPUTS))),
-        "profile": profile,
-        "parameters": json.dumps(parameters, sort_keys=True, default=str),
-        "versions": json.dumps(versions(), sort_keys=True),
-        "device": device_name(),
-        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "elapsed_s": float(elapsed_s),
-        "inputs_key": inputs_key,
-    }
-
-
-def _netcdf_safe(attrs: dict[str, Any]) -> dict[str, Any]:
+def netcdf_safe(attrs: dict[str, Any]) -> dict[str, Any]:
     safe = {}
     for k, v in attrs.items():
         if isinstance(v, bool):
@@ -125,7 +67,7 @@ def _netcdf_safe(attrs: dict[str, Any]) -> dict[str, Any]:
     return safe
 
 
-def _atomic_to_netcdf(ds: xr.Dataset, path: Path) -> None:
+def atomic_to_netcdf(ds: xr.Dataset, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -140,54 +82,8 @@ def _atomic_to_netcdf(ds: xr.Dataset, path: Path) -> None:
         raise
 
 
-def write(ds: xr.Dataset, path: Path, *, profile: str, parameters: dict[str, Any], elapsed_s: float,
-          inputs_key: str = "", tolerance: dict[str, float] | None = None) -> Path:
-    """Write `ds` to `path` atomically, with provenance attrs."""
-    ds = ds.copy()
-    ds.attrs = _netcdf_safe({**ds.attrs, **provenance(profile, parameters, elapsed_s, inputs_key),
-                             "tolerance": json.dumps(tolerance or {"rtol": 1e-6, "atol": 1e-9})})
-    for var in ds.variables.values():
-        var.attrs = _netcdf_safe(var.attrs)
-        if var.dtype.kind in "UO":  # a fixed width read from an earlier file would truncate longer labels
-            var.encoding.pop("dtype", None)
-    _atomic_to_netcdf(ds, path)
-    return path
-
-
-def save(ds: xr.Dataset, name: str, *, profile: str, parameters: dict[str, Any], elapsed_s: float,
-         inputs_key: str = "", tolerance: dict[str, float] | None = None) -> Path:
-    """Write `ds` to `<results_dir>/<name>.nc` atomically, with provenance attrs; returns the path."""
-    return write(ds, results_dir() / f"{name}.nc", profile=profile, parameters=parameters, elapsed_s=elapsed_s,
-                 inputs_key=inputs_key, tolerance=tolerance)
-
-
-def _notebook_of(name: str) -> str:
-    return next((nb for nb in (*CLAIMS, "performance") if name.startswith(nb)), "NOTEBOOK")
-
-
-def load(name: str, directory: Path | None = None) -> xr.Dataset:
-    """Read a stored results file fully into memory; clear errors for missing, truncated or old files."""
-    path = (directory or results_dir()) / f"{name}.nc"
-    rerun = f"rerun `python -m tradeoffs.run --only {_notebook_of(name)}` (or `make book`)"
-    if not path.exists():
-        raise TradeoffsError(f"no results file {path}: {rerun}")
-    try:
-        with xr.open_dataset(path, engine="netcdf4") as ds:
-            ds = ds.load()
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise TradeoffsError(f"results file {path} is unreadable ({type(exc).__name__}; truncated?): delete it and {rerun}") from None
-    found = int(ds.attrs.get("schema_version", 0))
-    if found != SCHEMA_VERSION:
-        raise TradeoffsError(f"results file {path} has schema v{found}, this code reads v{SCHEMA_VERSION}: delete it and {rerun}")
-    return ds
-
-
-def parameters_of(ds: xr.Dataset) -> dict[str, Any]:
-    """The parameters a results file was computed with."""
-    return json.loads(ds.attrs.get("parameters", "{}"))
-
-
 # ---------------------------------------------------------------- content keys and the cache
+
 
 def _feed(h: "hashlib._Hash", obj: Any) -> None:
     if isinstance(obj, np.ndarray):
@@ -266,65 +162,6 @@ def cached(kind: str, key: str, compute: Callable[[], xr.Dataset]) -> xr.Dataset
     if ds is not None:
         return ds
     ds = compute().copy()
-    ds.attrs = _netcdf_safe({**ds.attrs, "cache_key": key})
-    _atomic_to_netcdf(ds, cached_path(kind, key))
+    ds.attrs = netcdf_safe({**ds.attrs, "cache_key": key})
+    atomic_to_netcdf(ds, cached_path(kind, key))
     return ds
-
-
-def recompute_requested() -> bool:
-    """True when the user asked to recompute stored results (`make reproduce`)."""
-    return os.environ.get("TRADEOFFS_RECOMPUTE", "") not in ("", "0")
-
-
-def reuse_only() -> bool:
-    """True when stored results must be reused, never recomputed (`TRADEOFFS_REUSE_ONLY=1`: checks a refactor)."""
-    return os.environ.get("TRADEOFFS_REUSE_ONLY", "") not in ("", "0")
-
-
-def load_or_compute(name: str, inputs_key: str, compute: Callable[[], xr.Dataset], *, profile: str,
-                    parameters: dict[str, Any], tolerance: dict[str, float] | None = None) -> xr.Dataset:
-    """Load `name` if it was stored for the same inputs key; otherwise compute, save and return it."""
-    path = results_dir() / f"{name}.nc"
-    if path.exists() and not recompute_requested():
-        try:
-            ds = load(name)
-        except TradeoffsError:
-            ds = None
-        if ds is not None and ds.attrs.get("inputs_key") == inputs_key:
-            return ds
-    if reuse_only():
-        raise TradeoffsError(f"{name} would be recomputed (no stored file with inputs key {inputs_key[:12]}…) but "
-                             "TRADEOFFS_REUSE_ONLY is set: unset it to recompute")
-    start = time.perf_counter()
-    ds = compute()
-    save(ds, name, profile=profile, parameters=parameters, elapsed_s=time.perf_counter() - start,
-         inputs_key=inputs_key, tolerance=tolerance)
-    return load(name)
-
-
-def compare(stored: xr.Dataset, fresh: xr.Dataset) -> list[str]:
-    """Differences beyond the stored file's tolerance, one line each (empty list = reproduced)."""
-    tol = json.loads(stored.attrs.get("tolerance", "{}"))
-    rtol, atol = float(tol.get("rtol", 1e-6)), float(tol.get("atol", 1e-9))
-    problems = []
-    for name in sorted(set(stored.data_vars) | set(fresh.data_vars)):
-        if name not in stored or name not in fresh:
-            problems.append(f"{name}: present in only one file")
-            continue
-        a, b = xr.align(stored[name], fresh[name], join="outer")
-        if a.shape != stored[name].shape or a.shape != fresh[name].shape:
-            problems.append(f"{name}: coordinates differ")
-            continue
-        if np.issubdtype(a.dtype, np.number):
-            bad = ~np.isclose(a.values, b.values, rtol=rtol, atol=atol, equal_nan=True)
-            if bad.any():
-                worst = float(np.nanmax(np.abs(a.values - b.values)))
-                problems.append(f"{name}: {int(bad.sum())} of {bad.size} values differ (max |diff| {worst:.3g}; rtol {rtol}, atol {atol})")
-        elif not np.array_equal(a.values, b.values):
-            problems.append(f"{name}: values differ")
-    return problems
-
-
-def stored_names(directory: Path | None = None) -> Iterable[str]:
-    """Names of the results files in a directory."""
-    return sorted(p.stem for p in (directory or results_dir()).glob("*.nc"))

@@ -9,9 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from .claims import run_order
+from .claims import PROFILES, run_order
 from .errors import TradeoffsError
-from .results import PROFILES, compare, load, repo_root, stored_names
+from .results import repo_root
+from .store import compare, load, stored_names
 
 # Execution order: claims whose results other notebooks read come first (tradeoffs.claims.run_order).
 ORDER = (*run_order(), "performance")

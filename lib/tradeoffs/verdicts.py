@@ -21,7 +21,7 @@ import xarray as xr
 
 from . import claims, stats
 from .errors import TradeoffsError
-from .results import load, save
+from .store import load, save
 
 NOT_TESTABLE = "not testable here"
 NOT_RUN = "not run in this profile"

@@ -20,7 +20,7 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.figure import Figure
 
-from .. import anynet, chapters, claims, data, results, stats, sweep, train, verdicts
+from .. import anynet, chapters, claims, data, results, stats, store, sweep, train, verdicts
 from ..errors import TradeoffsError
 
 CLAIM = "anynetx_subsets"
@@ -169,7 +169,7 @@ def load_runs(p: Plan, P: dict[str, Any], profile: str, scheduler: str | None) -
             for t in p.tasks]
     inputs_key = results.content_key("anynetx_subsets-v1", {k: v for k, v in P.items() if k != "n_workers"},
                                      sorted(data_key.values()), keys, anynet, train, sweep)
-    return results.load_or_compute(claims.result_name(CLAIM, "runs", profile), inputs_key,
+    return store.load_or_compute(claims.result_name(CLAIM, "runs", profile), inputs_key,
                                    lambda: _compute(p, keys, P, scheduler), profile=profile, parameters=P,
                                    tolerance={"rtol": 0.0, "atol": 0.02})
 

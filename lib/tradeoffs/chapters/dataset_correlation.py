@@ -22,7 +22,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from .. import chapters, claims, data, plots, probes, registry, results, stats, verdicts
+from .. import chapters, claims, data, plots, probes, registry, results, stats, store, verdicts
 from .. import models as zoo_models
 
 CLAIM = "dataset_correlation"
@@ -75,7 +75,7 @@ def _pearson_row(xs, ys, **labels) -> dict:
 def load_zoo(profile: str) -> xr.Dataset:
     """timm's zoo joined with its shifted test sets (`probes.timm_zoo`), stored or computed."""
     key = results.content_key("zoo-v1", [registry.fetch(f"tables/timm/results-{t}.csv") for t in _TABLES], probes)
-    return results.load_or_compute(claims.result_name(CLAIM, "zoo", profile), key, probes.timm_zoo, profile=profile,
+    return store.load_or_compute(claims.result_name(CLAIM, "zoo", profile), key, probes.timm_zoo, profile=profile,
                                    parameters={"tables": _TABLES}, tolerance={"rtol": 1e-9, "atol": 1e-9})
 
 
@@ -191,7 +191,7 @@ def _compute_probes(P: Mapping[str, Any]) -> xr.Dataset:
 def load_probes(P: Mapping[str, Any], profile: str) -> xr.Dataset:
     """Linear-probe accuracies of the profile's models and random-init baselines, stored or computed."""
     key = results.content_key("probes-v1", {k: P[k] for k in _PROBE_KEYS}, probes)
-    return results.load_or_compute(claims.result_name(CLAIM, "probes", profile), key, lambda: _compute_probes(P),
+    return store.load_or_compute(claims.result_name(CLAIM, "probes", profile), key, lambda: _compute_probes(P),
                                    profile=profile, parameters=P, tolerance={"rtol": 1e-6, "atol": 1e-6})
 
 
@@ -250,13 +250,13 @@ def probed_models_text(pr: xr.Dataset) -> str:
 
 def _noise(pr: xr.Dataset) -> dict[str, dict]:
     """Per data set: the binomial SD of one probe score at the stored n_test, and the spread across models."""
-    n_test, trained = int(results.parameters_of(pr)["n_test"]), _trained(pr)
+    n_test, trained = int(store.parameters_of(pr)["n_test"]), _trained(pr)
     return {d: stats.noise_ratio(trained.accuracy.sel(dataset=d).values / 100, n_test) for d in pr.dataset.values}
 
 
 def probe_noise_text(pr: xr.Dataset) -> str:
     """n test images per probe score, the binomial SD of one score at that n, and the spread across models."""
-    noise, n_test = _noise(pr), int(results.parameters_of(pr)["n_test"])
+    noise, n_test = _noise(pr), int(store.parameters_of(pr)["n_test"])
     sd, across = (" and ".join(f"{100 * v[k]:.1f} points on {d}" for d, v in noise.items())
                   for k in ("sampling", "across"))
     return (f"Each probe score is the accuracy on n = {n_test} test images of one data set. At that n, one score has "
@@ -297,7 +297,7 @@ def probe_figure(pr: xr.Dataset) -> Figure:
     """Probe accuracy against published top-1 per data set: random-init baselines and chance as horizontal lines,
     labels on points far enough apart, a ring on models placed at their float model's top-1."""
     trained, random_init = _trained(pr), pr.where(pr.weights == "random", drop=True)
-    stored = results.parameters_of(pr)
+    stored = store.parameters_of(pr)
     ringed = np.isin(trained.model.values, _float_placed(trained.model.values))
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, d in zip(axes, pr.dataset.values):
@@ -327,7 +327,7 @@ def load_tllib(profile: str) -> xr.Dataset:
     """The Transfer-Learning-Library fine-tuning table joined with ImageNet top-1 (`probes.tllib_finetune`)."""
     key = results.content_key("tllib-v1", registry.fetch("tables/tllib/model_selection_finetune.csv"),
                               registry.fetch("tables/timm/results-imagenet.csv"), probes)
-    return results.load_or_compute(claims.result_name(CLAIM, "tllib", profile), key, probes.tllib_finetune,
+    return store.load_or_compute(claims.result_name(CLAIM, "tllib", profile), key, probes.tllib_finetune,
                                    profile=profile, parameters={"table": "tllib/model_selection_finetune"},
                                    tolerance={"rtol": 1e-9, "atol": 1e-9})
 
@@ -416,7 +416,7 @@ def load_finetune(P: Mapping[str, Any], profile: str) -> xr.Dataset | None:
         return None
     key = results.content_key("finetune-v1", {k: P[k] for k in ("finetune_models", "epochs", "n_train", "n_test",
                                                                 "datasets", "seed")}, probes)
-    return results.load_or_compute(claims.result_name(CLAIM, "finetune", profile), key, lambda: _compute_finetune(P),
+    return store.load_or_compute(claims.result_name(CLAIM, "finetune", profile), key, lambda: _compute_finetune(P),
                                    profile=profile, parameters=P, tolerance={"rtol": 0.02, "atol": 1.0})
 
 
@@ -530,7 +530,7 @@ def comparison_text(tl: xr.Dataset, tl_stats: pd.DataFrame, overall: Mapping[str
             f"({', '.join(positive.index) or 'none'}); the lowest is {pearson.r.idxmin()} "
             f"(r = {pearson.r.min():.2f}). The timm-zoo rows are ImageNet variants under distribution shift "
             f"({weakest.dataset} is the weakest of {n_shifts}), evidence about robustness, not about other data "
-            f"sets. The linear probes are scored on n = {results.parameters_of(pr)['n_test']} test images per data "
+            f"sets. The linear probes are scored on n = {store.parameters_of(pr)['n_test']} test images per data "
             f"set, so one probe score has a binomial SD of {sd}.")
 
 

@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator
 
-from .. import chapters, claims, data, features, metrics, perceptual, registry, results, stats, train, verdicts
+from .. import chapters, claims, data, features, metrics, perceptual, registry, results, stats, store, train, verdicts
 
 CLAIM = "early_stopping"
 RECIPE = dict(batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, augment=True)
@@ -128,7 +128,7 @@ def load(P: Mapping[str, Any], profile: str) -> xr.Dataset:
     key = results.content_key(
         "early_stopping-v1", {k: v for k, v in P.items() if k not in chapters.ALWAYS}, train.VERSION,
         {f: results.file_digest(registry.fetch(f)) for f in _FILES}, perceptual, metrics, features)
-    return results.load_or_compute(claims.result_name(CLAIM, "", profile), key, lambda: _compute(P),
+    return store.load_or_compute(claims.result_name(CLAIM, "", profile), key, lambda: _compute(P),
                                    profile=profile, parameters=P, tolerance={"rtol": 0.0, "atol": 0.05})
 
 

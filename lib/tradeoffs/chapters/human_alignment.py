@@ -24,7 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from .. import chapters, claims, clickme, data, metrics, observers, plots, registry, results, stats, verdicts
+from .. import chapters, claims, clickme, data, metrics, observers, plots, registry, results, stats, store, verdicts
 from .. import models as zoo
 from ..errors import TradeoffsError
 
@@ -116,7 +116,7 @@ def _trials_key(P: Mapping[str, Any]) -> str:
 
 def load_trials(P: Mapping[str, Any], profile: str) -> xr.Dataset:
     """Every model's decision on every human trial, stored or computed."""
-    return results.load_or_compute(claims.result_name(CLAIM, "trials", profile), _trials_key(P),
+    return store.load_or_compute(claims.result_name(CLAIM, "trials", profile), _trials_key(P),
                                    lambda: _compute_trials(P), profile=profile, parameters=P,
                                    tolerance={"rtol": 0, "atol": 0})
 
@@ -139,7 +139,7 @@ def _compute_observers(stored_trials: xr.Dataset) -> xr.Dataset:
 def load_observers(P: Mapping[str, Any], profile: str, stored_trials: xr.Dataset) -> xr.Dataset:
     """Accuracy, shape bias and error consistency of people and models, one row per observer, stored or computed."""
     key = results.content_key("human_alignment_observers-v1", _trials_key(P), observers, metrics)
-    return results.load_or_compute(claims.result_name(CLAIM, "observers", profile), key,
+    return store.load_or_compute(claims.result_name(CLAIM, "observers", profile), key,
                                    lambda: _compute_observers(stored_trials), profile=profile, parameters=P,
                                    tolerance={"rtol": 1e-9, "atol": 1e-12})
 
@@ -314,7 +314,7 @@ def load_cifar(P: Mapping[str, Any], profile: str) -> xr.Dataset:
     key = results.content_key("human_alignment_cifar10h-v2", {k: P[k] for k in ("cifar_models", "n_cifar", "seed")},
                               results.file_digest(registry.fetch("cifar10h/cifar10h-probs.npy")),
                               observers, metrics, zoo)
-    return results.load_or_compute(claims.result_name(CLAIM, "cifar10h", profile), key, lambda: _compute_cifar(P),
+    return store.load_or_compute(claims.result_name(CLAIM, "cifar10h", profile), key, lambda: _compute_cifar(P),
                                    profile=profile, parameters=P, tolerance={"rtol": 1e-4, "atol": 1e-6})
 
 
@@ -355,7 +355,7 @@ def cifar_text(cifar: xr.Dataset) -> str:
 def load_checkpoints(profile: str) -> xr.Dataset | None:
     """The early-stopping chapter's stored checkpoint scores, or None when they are not stored."""
     try:
-        return results.load(claims.result_name("early_stopping", "", profile))
+        return store.load(claims.result_name("early_stopping", "", profile))
     except TradeoffsError:
         return None
 
@@ -412,7 +412,7 @@ def load_harmonization(P: Mapping[str, Any], profile: str) -> xr.Dataset:
     """The serre-lab ClickMe table with its quadratic fit and the correlations on each side of the vertex."""
     key = results.content_key("human_alignment_harmonization-v1", P["seed"],
                               results.file_digest(registry.fetch(_SERRE)), stats)
-    return results.load_or_compute(claims.result_name(CLAIM, "harmonization", profile), key,
+    return store.load_or_compute(claims.result_name(CLAIM, "harmonization", profile), key,
                                    lambda: _compute_harmonization(P["seed"]), profile=profile, parameters=P,
                                    tolerance={"rtol": 1e-6, "atol": 1e-9})
 
@@ -487,7 +487,7 @@ def load_clickme(P: Mapping[str, Any], profile: str) -> xr.Dataset | None:
         return None
     key = results.content_key("human_alignment_clickme-v2", {k: P[k] for k in ("models", "timm_models", "n_clickme")},
                               clickme, metrics, importlib.import_module(__name__))
-    return results.load_or_compute(claims.result_name(CLAIM, "clickme", profile), key, lambda: _compute_clickme(P),
+    return store.load_or_compute(claims.result_name(CLAIM, "clickme", profile), key, lambda: _compute_clickme(P),
                                    profile=profile, parameters=P, tolerance={"rtol": 1e-3, "atol": 1e-4})
 
 

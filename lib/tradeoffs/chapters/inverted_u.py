@@ -22,8 +22,8 @@ from scipy import stats as sps
 from statsmodels.stats.proportion import proportion_confint
 from tqdm.auto import tqdm
 
-from .. import claims, data, features, metrics, models as zoo, observers, perceptual, plots, registry, results, stats
-from .. import verdicts
+from .. import claims, data, features, metrics, observers, perceptual, plots, registry, results, stats, store, verdicts
+from .. import models as zoo
 from ..errors import TradeoffsError
 from . import settings as _settings
 
@@ -119,7 +119,7 @@ def kumar(P: dict[str, Any], profile: str) -> Kumar:
     cells = deltas.stack().dropna()
     mean_gain = stats.cluster_mean(cells.to_numpy(), cells.index.get_level_values(0), seed=P["seed"])  # 5 models
     key = results.content_key("inverted_u_kumar-v1", [results.file_digest(registry.fetch(f)) for f in KUMAR_FILES])
-    stored = results.load_or_compute(claims.result_name("inverted_u", "kumar", profile), key,
+    stored = store.load_or_compute(claims.result_name("inverted_u", "kumar", profile), key,
                                      lambda: _kumar_dataset(table1, deltas, pairs), profile=profile, parameters=P,
                                      tolerance={"rtol": 0, "atol": 0})
     return Kumar(table1, text, deltas, pairs, {k: float(text[v]) for k, v in _REF.items()}, mean_gain, stored)
@@ -255,7 +255,7 @@ def load_cifar(P: dict[str, Any], profile: str, test_set: xr.Dataset, human_prob
     """Accuracy and CIFAR-10H measures of each pretrained CIFAR-10 ResNet on the first n_eval test images."""
     key = results.content_key("inverted_u_cifar-v1", {k: P[k] for k in ("cifar_models", "n_eval")},
                               _digests(CIFAR_FILES), perceptual, metrics, features)
-    return results.load_or_compute(claims.result_name("inverted_u", "cifar", profile), key,
+    return store.load_or_compute(claims.result_name("inverted_u", "cifar", profile), key,
                                    lambda: _cifar_dataset(P, test_set, human_probs), profile=profile, parameters=P,
                                    tolerance={"rtol": 1e-6, "atol": 1e-6})
 
@@ -275,7 +275,7 @@ def _cifar_dataset(P: dict[str, Any], test_set: xr.Dataset, human_probs: np.ndar
 def load_early(P: dict[str, Any], profile: str) -> tuple[xr.Dataset | None, str]:
     """The early-stopping chapter's checkpoints when scored on the same images, else None and why not."""
     try:
-        early = results.load(claims.result_name("early_stopping", "", profile))
+        early = store.load(claims.result_name("early_stopping", "", profile))
     except TradeoffsError as err:
         return None, f"No early-stopping results for profile {profile} ({err}); pretrained models only."
     if int(early.attrs["n_eval"]) != P["n_eval"]:
@@ -330,13 +330,13 @@ def load_imagenet(P: dict[str, Any], profile: str) -> tuple[pd.DataFrame, str]:
     The human-alignment chapter's stored observer table is used when it exists; otherwise they are computed here.
     """
     try:
-        obs = results.load(claims.result_name("human_alignment", "observers", profile))
+        obs = store.load(claims.result_name("human_alignment", "observers", profile))
         source = "the human-alignment chapter's stored results"
     except TradeoffsError:
         mvh_digests = {e.path: e.sha256 for e in registry.entries() if e.path.startswith("model-vs-human/")}
         key = results.content_key("inverted_u_imagenet-v1", {k: P[k] for k in ("imagenet_models", "mvh_images")},
                                   mvh_digests, observers, metrics)
-        obs = results.load_or_compute(claims.result_name("inverted_u", "imagenet", profile), key,
+        obs = store.load_or_compute(claims.result_name("inverted_u", "imagenet", profile), key,
                                       lambda: _imagenet_dataset(P), profile=profile, parameters=P,
                                       tolerance={"rtol": 1e-9, "atol": 1e-12})
         source = "computed here through `observers.model_trials` (the human-alignment results were absent)"
@@ -444,7 +444,7 @@ def load_distances(P: dict[str, Any], profile: str, test_set: xr.Dataset, human_
     """Per model, distance and query image: the neighbour's class as scored by CIFAR-10H, and whether it is right."""
     key = results.content_key("inverted_u_distances-v1", {k: P[k] for k in ("cifar_models", "n_reference", "n_query")},
                               _digests(CIFAR_FILES), perceptual, features)
-    return results.load_or_compute(claims.result_name("inverted_u", "distances", profile), key,
+    return store.load_or_compute(claims.result_name("inverted_u", "distances", profile), key,
                                    lambda: _distances_dataset(P, test_set, human_probs), profile=profile,
                                    parameters=P, tolerance={"rtol": 0, "atol": 0})
 
@@ -520,7 +520,7 @@ def load_bapps(P: dict[str, Any], profile: str) -> xr.Dataset | None:
     if not (root / "2afc" / "val").is_dir():
         data.download_bapps(root)
     key = results.content_key("inverted_u_bapps-v1", P["bapps_models"], perceptual, features)
-    return results.load_or_compute(claims.result_name("inverted_u", "bapps", profile), key,
+    return store.load_or_compute(claims.result_name("inverted_u", "bapps", profile), key,
                                    lambda: _bapps_dataset(P, str(root)), profile=profile, parameters=P,
                                    tolerance={"rtol": 1e-6, "atol": 1e-6})
 

@@ -13,7 +13,7 @@ import seaborn as sns
 import torch
 import xarray as xr
 
-from .. import anynet, bench, claims, features, registry, results
+from .. import anynet, bench, claims, features, registry, results, store
 from ..errors import TradeoffsError
 from . import settings as _settings
 
@@ -42,7 +42,7 @@ def runs(p: dict[str, Any], profile: str) -> dict[str, xr.Dataset]:
         torch.set_num_threads(p["threads"] if dev == "cpu" else torch.get_num_threads())
         plan = bench.scaled(TINY if p["plan"] == "tiny" else bench.FULL, p["scale"])
         key = results.content_key(dev, torch.get_num_threads(), str(plan), bench)
-        ds = results.load_or_compute(claims.result_name("performance", "bench", profile), key,
+        ds = store.load_or_compute(claims.result_name("performance", "bench", profile), key,
                                      lambda: bench.run(dev, plan, note=f"performance notebook, {profile}"),
                                      profile=profile, parameters={**p, "plan": str(plan)},
                                      tolerance={"rtol": 1.0, "atol": 0.0})
@@ -324,7 +324,7 @@ def colab_estimate(profile: str) -> xr.Dataset:
     parameters = {name: full_settings(name) for name in ESTIMATED}
     key = results.content_key("colab-v2", parameters, registry.fetch(TIMM_TABLE), SPECS, BAPPS_TRIPLETS, BATCH,
                               _mvh_images(), importlib.import_module(__name__))
-    return results.load_or_compute(claims.result_name("performance", "colab", profile), key,
+    return store.load_or_compute(claims.result_name("performance", "colab", profile), key,
                                    lambda: _estimate(parameters), profile=profile,
                                    parameters={"specs": SPECS, "batch": BATCH, "bapps_triplets": BAPPS_TRIPLETS})
 
