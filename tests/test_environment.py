@@ -67,3 +67,27 @@ def test_package_lives_under_lib() -> None:
     assert setuptools["packages"]["find"]["where"] == ["lib"]
     assert (REPO / "lib" / "tradeoffs" / "__init__.py").is_file()
 
+
+
+def test_pyproject_declares_every_third_party_import() -> None:
+    """`pip install` from the repository (what Colab does) brings everything `lib/tradeoffs` imports."""
+    import ast
+    import sys
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    imported = set()
+    for path in (REPO / "lib" / "tradeoffs").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"tradeoffs"}
+    declared = {canonicalize_name(Requirement(r).name)
+                for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    providers = packages_distributions()
+    missing = {m: providers.get(m) for m in third_party
+               if not {canonicalize_name(d) for d in providers.get(m, [m])} & declared}
+    assert not missing, f"imported but not in pyproject.toml's dependencies: {missing}"
