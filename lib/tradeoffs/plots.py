@@ -32,11 +32,25 @@ def model_color(name: str) -> tuple[float, float, float]:
 
 
 def label_points(ax: Axes, x: Sequence[float], y: Sequence[float], labels: Sequence[str]) -> None:
-    """Annotate points with short labels moved apart so that none overlaps another (adjustText)."""
+    """Annotate points with short labels moved apart by adjustText; a label that still overlaps one kept before it
+    (in a dense cluster) is dropped, so no two labels ever overlap."""
     texts = [ax.text(xi, yi, str(t), fontsize="small", color="0.3") for xi, yi, t in zip(x, y, labels)]
-    if texts:
-        adjust_text(texts, x=np.asarray(x, float), y=np.asarray(y, float), ax=ax, expand=(1.1, 1.4),
-                    ensure_inside_axes=False, arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5))
+    if not texts:
+        return
+    _, arrows = adjust_text(texts, x=np.asarray(x, float), y=np.asarray(y, float), ax=ax, expand=(1.1, 1.4),
+                            arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5))
+    renderer, kept, dropped = ax.figure.canvas.get_renderer(), [], []
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        if any(box.overlaps(k) for k in kept):
+            dropped.append(text)
+        else:
+            kept.append(box)
+    for arrow in arrows:  # an arrow patch (or an annotation holding one) that starts at its text
+        if getattr(getattr(arrow, "arrow_patch", arrow), "patchA", None) in dropped:
+            arrow.remove()
+    for text in dropped:
+        text.remove()
 
 
 def chance_line(ax: Axes, value: float, label: str = "chance", axis: Literal["x", "y"] = "y") -> None:

@@ -272,22 +272,6 @@ def _short(name: str) -> str:
     return name
 
 
-def _label_spaced(ax: plt.Axes, x: np.ndarray, y: np.ndarray, labels: list[str]) -> None:
-    """Label the points left to right, each right of its point or else left of it; a label that would overlap one
-    already placed, or leave the axes, is dropped."""
-    renderer, boxes = ax.figure.canvas.get_renderer(), []
-    for i in np.argsort(x):
-        for dx, ha in ((3, "left"), (-3, "right")):
-            note = ax.annotate(labels[i], (x[i], y[i]), xytext=(dx, 3), textcoords="offset points", ha=ha,
-                               fontsize="small", color="0.3")
-            box = note.get_window_extent(renderer).padded(3)
-            inside = ax.bbox.x0 <= box.x0 and box.x1 <= ax.bbox.x1 and box.y1 <= ax.bbox.y1
-            if inside and not any(box.overlaps(b) for b in boxes):
-                boxes.append(box)
-                break
-            note.remove()
-
-
 def _chance(dataset: str) -> float:
     """Chance accuracy (%) of a probe data set: one over its number of classes."""
     return 100 / probes.TRANSFER_DATASETS[dataset]("test").sizes["class"]
@@ -295,7 +279,7 @@ def _chance(dataset: str) -> float:
 
 def probe_figure(pr: xr.Dataset) -> Figure:
     """Probe accuracy against published top-1 per data set: random-init baselines and chance as horizontal lines,
-    labels on points far enough apart, a ring on models placed at their float model's top-1."""
+    labels kept apart (`plots.label_points`), a ring on models placed at their float model's top-1."""
     trained, random_init = _trained(pr), pr.where(pr.weights == "random", drop=True)
     stored = store.parameters_of(pr)
     ringed = np.isin(trained.model.values, _float_placed(trained.model.values))
@@ -316,8 +300,8 @@ def probe_figure(pr: xr.Dataset) -> Figure:
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3)  # one legend for both panels
     fig.tight_layout(rect=(0, 0.15, 1, 1))
     for ax, d in zip(axes, pr.dataset.values):  # labels last, when the axes have their final size and limits
-        _label_spaced(ax, trained.top1.values, trained.accuracy.sel(dataset=d).values,
-                      [_short(m) for m in trained.model.values])
+        plots.label_points(ax, trained.top1.values, trained.accuracy.sel(dataset=d).values,
+                           [_short(m) for m in trained.model.values])
     return fig
 
 

@@ -67,7 +67,6 @@ _PAIRS = [  # (label, key of the accuracy row, key of the PS row, kind) in the t
     ("ResNet-200, best width/depth", ("a_p_max", "ResNet-200 (width/depth sweep)"),
      ("p_max", "ResNet-200 (width/depth sweep)"), "optimum of a sweep"),
 ]
-_LABEL_AT = {"ResNet-200, best width/depth": (-8, -8), "EfficientNet-B5": (8, -8)}  # label offsets (points)
 _REF = {"human upper bound": ("perceptual_score", "human upper bound"),
         "randomly initialised network": ("perceptual_score",
                                          "randomly initialized network (previously reported lower bound)"),
@@ -160,10 +159,7 @@ def pairs_figure(k: Kumar) -> Figure:
     ax.set(xlabel="ImageNet 64×64 top-1 (%)", ylabel="perceptual score (BAPPS 2AFC, %)", xlim=(10, 100),
            title="Every accuracy–PS pair the text states",
            ylim=(k.ref["FSIMc (low-level metric)"] - 1.2, k.ref["human upper bound"] + 6))
-    for _, r in k.pairs.iterrows():  # labels placed off the neighbouring points
-        dx, dy = _LABEL_AT.get(r["model"], (6, 6))
-        ax.annotate(r["model"], (r["top1"], r["ps"]), xytext=(dx, dy), textcoords="offset points",
-                    ha="right" if dx < 0 else "left", va="top" if dy < 0 else "bottom")
+    plots.label_points(ax, k.pairs["top1"], k.pairs["ps"], list(k.pairs["model"]))
     ax.legend(loc="upper right")
     return fig
 
