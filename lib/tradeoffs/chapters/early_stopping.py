@@ -23,7 +23,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator
 
-from .. import chapters, claims, data, features, metrics, perceptual, registry, results, stats, store, train, verdicts
+from .. import chapters, claims, data, features, metrics, perceptual, plots, registry, results, stats, store, train
+from .. import verdicts
 
 CLAIM = "early_stopping"
 RECIPE = dict(batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, augment=True)
@@ -190,14 +191,15 @@ def epochs_figure(ds: xr.Dataset) -> Figure:
             .melt(id_vars=["model", "seed", "epoch"], value_vars=list(MEASURES), var_name="measure"))
     long["measure"] = long["measure"].map(MEASURES)
     grid = sns.relplot(data=long, x="epoch", y="value", hue="model", units="seed", estimator=None, col="measure",
-                       kind="line", marker="o", facet_kws={"sharey": False}, height=3.6, aspect=0.9)
+                       kind="line", marker="o", facet_kws={"sharey": False}, height=3.6, aspect=0.9,
+                       palette={m: plots.model_color(m) for m in long["model"].unique()})
     grid.set_titles("{col_name}")  # the panel title names the measure and its unit
     for ax, key in zip(grid.axes.flat, MEASURES):
         ax.set(ylabel="", xlabel="epoch")
         if key == "kl":
             _log_y(ax)
         if key == "accuracy":
-            ax.axhline(CHANCE, color="0.5", linestyle=":", linewidth=1)
+            plots.chance_line(ax, CHANCE)
             ax.annotate("chance", (1, CHANCE), xycoords=("axes fraction", "data"), xytext=(-2, 3),
                         textcoords="offset points", ha="right", fontsize="small", color="0.4")
     grid.figure.suptitle("Every checkpoint of every run (one line per seed)", y=1.03)
@@ -214,7 +216,7 @@ def trajectories_figure(ds: xr.Dataset) -> Figure:
         dots = ax.scatter(run["accuracy"], run["kl"], c=run["epoch"], cmap="viridis", marker=marker, s=30,
                           vmin=points["epoch"].min(), vmax=points["epoch"].max(), label=model)
     fig.colorbar(dots, ax=ax, label="epoch").ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.axvline(CHANCE, color="0.5", linestyle=":", linewidth=1, label="chance accuracy")
+    plots.chance_line(ax, CHANCE, "chance accuracy", axis="x")
     ax.set(xlabel="test accuracy (CIFAR-10, JPEG copy)", ylabel="KL(human ‖ model) (nats, log scale)",
            title="Training trajectories (lower KL = more human-like)")
     _log_y(ax)

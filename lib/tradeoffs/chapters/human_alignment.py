@@ -370,7 +370,8 @@ def checkpoint_figure(checkpoints: xr.Dataset, cifar: xr.Dataset) -> Figure:
     ck, cf = _checkpoint_frame(checkpoints), cifar.to_dataframe()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.lineplot(data=ck.assign(accuracy=100 * ck["accuracy"]), x="accuracy", y="kl", hue="model", units="seed",
-                 estimator=None, sort=False, marker="o", ax=ax)  # each line follows one run's epochs
+                 estimator=None, sort=False, marker="o", ax=ax,
+                 palette={m: plots.model_color(m) for m in ck["model"].unique()})  # each line follows one run's epochs
     ax.scatter(100 * cf["accuracy"], cf["kl"], marker="*", s=120, color="0.2", zorder=3,
                label=f"pretrained ({int(cf['n'].iloc[0])} images)")
     ax.set(xlabel=_CIFAR_ACC, ylabel="KL(humans ‖ model) (nats, log scale)", yscale="log",

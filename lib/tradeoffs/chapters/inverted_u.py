@@ -422,16 +422,12 @@ def fits_figure(curves: Curves, fits: dict[str, dict], points: pd.DataFrame, cha
             ax.axvline(f["optimum"], color="0.3", linestyle="--", linewidth=1)
             ax.axvspan(*np.clip(f["ci"]["optimum"], np.min(x), np.max(x)), color="0.5", alpha=0.12, linewidth=0)
         if name in (CIFAR, NN):
-            _chance_line(ax.axvline, chance_level)
+            plots.chance_line(ax, chance_level, f"chance ({chance_level:.0%})", axis="x")
         if name == NN:
-            _chance_line(ax.axhline, chance_level, label="_nolegend_")  # the same chance, labelled once
+            plots.chance_line(ax, chance_level, "_nolegend_")  # the same chance, labelled once
         ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     return fig
-
-
-def _chance_line(line, level: float, label: str | None = None) -> None:
-    line(level, color="0.45", linestyle=":", linewidth=1.2, label=label or f"chance ({level:.0%})")
 
 
 # ---------------------------------------------------------------- 3. distance variants
@@ -485,7 +481,7 @@ def distances_figure(dist: xr.Dataset, P: dict[str, Any], chance_level: float) -
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.barplot(data=long.assign(model=long["model"].str.removeprefix("cifar10_")), x="model", y="nn_human_prob",
                 hue="distance", ax=ax)
-    _chance_line(ax.axhline, chance_level)
+    plots.chance_line(ax, chance_level, f"chance ({chance_level:.0%})")
     ax.set(xlabel="pretrained CIFAR-10 ResNet", ylabel="human share of the 1-NN's class", ylim=(0, 1),
            title=f"1-NN class retrieval: {P['n_reference']} references, {P['n_query']} query images")
     ax.legend(title="distance", loc="upper center", ncol=2, fontsize="small")
