@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tradeoffs import bookpages, provenance, store, verdicts
+from tradeoffs import bookpages, claims, provenance, store, verdicts
 from tradeoffs.errors import TradeoffsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -360,7 +360,7 @@ class Built:
         return [toc["root"], *chapters(toc)]
 
 
-def stand_in_notebook(path: Path) -> None:
+def stand_in_notebook(path: Path, title: str = "Human alignment") -> None:
     """A small executed notebook shaped like a claim page: citation, math, a figure, a table."""
     import base64
     import io
@@ -379,7 +379,7 @@ def stand_in_notebook(path: Path) -> None:
     plt.close(fig)
     table = pd.DataFrame({"statistic": ["Spearman rho"], "estimate": [-0.5], "ci_low": [-0.8], "ci_high": [-0.2]})
     nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# Human alignment\n\nA stand-in page {cite}`fel2022` with $x^2$."),
+        nbformat.v4.new_markdown_cell(f"# {title}\n\nA stand-in page {{cite}}`fel2022` with $x^2$."),
         nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", text="1\n")]),
         nbformat.v4.new_code_cell("fig", metadata={"mystnb": {"image": {"alt": "A line falling then rising."}}},
                                   outputs=[nbformat.v4.new_output("display_data", data={
@@ -417,11 +417,12 @@ def build_book(factory: pytest.TempPathFactory) -> Built:
     results.mkdir(parents=True)
     for stored in (REPO / "data" / "results").glob("*.nc"):
         shutil.copy2(stored, results)
-    placeholder = src / bookpages.EXECUTED / "human_alignment.ipynb"
-    if not placeholder.exists():  # no executed notebooks here: one small stand-in exercises the notebook pages
-        stand_in_notebook(placeholder)
-        if not (results / "human_alignment_verdict_default.nc").exists():
-            stand_in_verdict(results)
+    for claim in claims.CLAIMS.values():  # no executed notebooks here: small stand-ins exercise the claim pages
+        placeholder = src / bookpages.EXECUTED / f"{claim.id}.ipynb"
+        if not placeholder.exists():
+            stand_in_notebook(placeholder, claim.title)
+    if not (results / "human_alignment_verdict_default.nc").exists():
+        stand_in_verdict(results)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TRADEOFFS_RESULTS", raising=False)
         if real_apis_missing():  # the real APIs are not there yet: build with the fake page
