@@ -361,7 +361,7 @@ def verdict_rows(root: Path, profile: str = "default", directory: Path | None = 
 
 def _verdict_details(root: Path, row: dict[str, Any], profile: str, directory: Path) -> list[str]:
     """One claim's section: the claim, the papers' numbers, the primary test with its gates, the secondary tests."""
-    from . import verdicts
+    from . import claims, verdicts
 
     claim, declared, ds, tests = row["claim"], row["declared"], row["ds"], row["tests"]
     lines = [f"### {TITLES[claim]}", "", f"{_esc(declared.text)} {_cite(claim)}", ""]
@@ -384,7 +384,7 @@ def _verdict_details(root: Path, row: dict[str, Any], profile: str, directory: P
               *(["- Validity gates: " + "; ".join(gates)] if gates else []),
               f"- Setting: {_esc(primary['setting'])}" + (f": {_esc(primary['difference'])}"
                                                          if primary["difference"] else "") + ".",
-              f"- Stored in `{claim}_verdict_{profile}.nc`, computed at commit "
+              f"- Stored in `{claims.result_name(claim, 'verdict', profile)}.nc`, computed at commit "
               f"`{str(row['attrs'].get('git_commit', 'unknown'))[:7]}` on {_date(row['attrs'])} "
               "(see [Reproducibility](reproducibility.md)).", ""]
     rest = tests[~tests["primary"].astype(bool)]
