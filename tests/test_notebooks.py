@@ -107,3 +107,6 @@ def test_one_colab_cell_with_the_repository_of_config() -> None:
                         if "google.colab" in c.source) for name in NOTEBOOKS}
     assert len(set(cells.values())) == 1, "the Colab cells differ between notebooks"
     assert f'repo = "{url}"' in next(iter(cells.values()))
+    import tomllib
+
+    assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]["Repository"] == url
