@@ -251,9 +251,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
         text="Past a point, more accurate ImageNet models are less aligned with human visual strategies.",
         citation="fel2022,geirhos2021,peterson2019", needs=("early_stopping",),
         paper_numbers=(("a trade-off across 84 models: past a point, accuracy and ClickMe alignment diverge (shown "
-                        "as a figure; no coefficient in the readable text)", f"{_FEL}"),
-                       ("their neural harmonizer both aligns models with human strategies and improves accuracy",
-                        f"{_FEL}, abstract; cited, not tested here")),
+                        "as a figure; no coefficient in the readable text)", f"{_FEL}"),),
         untested=("Fel et al.'s neural harmonizer (a training routine that aligns models with ClickMe maps and, in "
                   "their words, improves accuracy) is cited, not tested.",),
         tests=(
