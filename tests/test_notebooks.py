@@ -74,6 +74,8 @@ def test_pages_open_with_the_verdict_and_fold_their_code(name: str) -> None:
     nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
     if name in claims.CLAIMS:
         assert "{glue:md} verdict" in nb.cells[1].source, "the verdict box does not open the page"
+        assert "{glue:figure} main-figure" in nb.cells[1].source, "the main figure does not open the page"
+        assert sum("chapters.main_figure(" in c.source for c in nb.cells) == 1, "one main figure per page"
     for cell in nb.cells:
         tags = set(cell.metadata.get("tags", []))
         if cell.cell_type == "code":

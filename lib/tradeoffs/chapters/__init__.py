@@ -35,3 +35,11 @@ def setup() -> None:
     from .. import plots
 
     plots.set_style()
+
+
+def main_figure(fig: Any) -> None:
+    """Keep `fig` as the chapter's main figure: the page shows it again at its top, under the verdict box
+    (myst-nb glue `main-figure`, not displayed here)."""
+    from myst_nb import glue
+
+    glue("main-figure", fig, display=False)
