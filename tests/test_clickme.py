@@ -78,7 +78,11 @@ def test_val_reads_a_shard_made_here(tmp_path):
     assert np.abs(ds["heatmaps"].values.astype(int) - maps[:2]).mean() < 3  # JPEG round trip
     assert np.abs(ds["images"].values.astype(int) - images[:2]).mean() < 3
     assert clickme.val(chosen=[0], folder=tmp_path, progress=False).sizes["image"] == 3
+    assert (tmp_path / "val-0.tfrecords.sha256").is_file()  # no published checksum: pinned on first use
     write_shard(tmp_path / "val-0.tfrecords", [{"label": (1, "int")}])
+    with pytest.raises(TradeoffsError, match="first use recorded"):
+        clickme.val(chosen=[0], folder=tmp_path, progress=False)
+    (tmp_path / "val-0.tfrecords.sha256").unlink()  # what the message says to do for a new download
     with pytest.raises(TradeoffsError, match="expected image, heatmap"):
         clickme.val(chosen=[0], folder=tmp_path, progress=False)
 

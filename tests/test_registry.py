@@ -288,3 +288,15 @@ def test_md5_hashes_are_checked_too(root: Path, server: tuple[str, Path]) -> Non
     os.utime(tampered, ns=(mtime + 10**9, mtime + 10**9))  # a new mtime even on coarse-clock file systems
     with pytest.raises(TradeoffsError, match="md5:"):
         registry.fetch(e.path)
+
+
+def test_pin_records_the_first_hash_and_refuses_a_changed_file(tmp_path: Path) -> None:
+    path = tmp_path / "archive.tar.gz"
+    path.write_bytes(b"first download")
+    digest = registry.pin(path)
+    assert digest == hashlib.sha256(b"first download").hexdigest()
+    assert (tmp_path / "archive.tar.gz.sha256").read_text().split() == [digest, "archive.tar.gz"]
+    assert registry.pin(path) == digest
+    path.write_bytes(b"a different file")
+    with pytest.raises(TradeoffsError, match="first use recorded"):
+        registry.pin(path)

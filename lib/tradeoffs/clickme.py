@@ -75,7 +75,8 @@ def shards(chosen: Sequence[int] | None = None, folder: str | Path | None = None
     """Local paths of ClickMe validation shards (`val-<i>.tfrecords`), downloaded with pooch when absent.
 
     They are looked up in `folder`, else `<data root>/clickme/`, and downloaded there from the serre-lab bucket that
-    Harmonization's `load_clickme_val` reads (17 shards; no published checksums, so the record CRCs are the check).
+    Harmonization's `load_clickme_val` reads (17 shards, no published checksums: each is pinned on first use,
+    `registry.pin`, and its records carry CRCs).
     """
     import pooch
 
@@ -93,6 +94,7 @@ def shards(chosen: Sequence[int] | None = None, folder: str | Path | None = None
                 raise TradeoffsError(f"cannot download ClickMe shard {URL.format(shard=s)} ({type(exc).__name__}); "
                                      f"go online (the 'full' profile, e.g. on Colab) or put the file at "
                                      f"{folder / name}.") from exc
+        registry.pin(folder / name)
         paths.append(folder / name)
     return paths
 

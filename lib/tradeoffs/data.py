@@ -370,13 +370,14 @@ def download_bapps(dest: str | Path, url: str = BAPPS_URL) -> Path:
 
     The URL is the one of richzhang/PerceptualSimilarity's `scripts/download_dataset_valonly.sh` (it replaced
     https://people.eecs.berkeley.edu/~rich.zhang/projects/2018_perceptual/dataset/twoafc_val.tar.gz).
-    No hash of the archive could be established offline, so this is the project's one download with
-    ``known_hash=None`` (pooch logs the sha256 it got; a third-party pipeline pins
-    41486671b06de923e7ba277c4797d4d9d86d609863ba35ecdb576133f8b9d859, not verified here).
+    No hash of the archive is published, so it is downloaded with ``known_hash=None`` and pinned on first use
+    (`registry.pin`: the sha256 seen is kept beside the archive and checked on every later download; a third-party
+    pipeline pins 41486671b06de923e7ba277c4797d4d9d86d609863ba35ecdb576133f8b9d859, not verified here).
     """
     import pooch
 
     dest = Path(dest)
     pooch.retrieve(url, known_hash=None, fname="twoafc_val.tar.gz", path=dest,
                    processor=pooch.Untar(extract_dir="2afc"), progressbar=True)
+    registry.pin(dest / "twoafc_val.tar.gz")  # no published checksum: the hash of the first download is kept
     return dest

@@ -269,6 +269,30 @@ def _verify(e: Entry, path: Path) -> None:
                          f"{todo}.")
 
 
+def pin(path: Path) -> str:
+    """The sha256 of a download that has no published checksum (BAPPS, ClickMe), pinned on first use.
+
+    The first call records the hash seen in `<file>.sha256` beside it; every later call checks the file against that
+    record, so a file that changes after its first use stops with a clear error instead of silently giving new numbers.
+    """
+    path = Path(path)
+    record = path.with_name(path.name + ".sha256")
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _VERIFIED and record.exists():
+        return record.read_text().split()[0]
+    digest = _digest(path, "sha256")
+    if not record.exists():
+        tmp = record.with_name(record.name + ".tmp")
+        tmp.write_text(f"{digest}  {path.name}\n")
+        tmp.replace(record)
+    elif (pinned := record.read_text().split()[0]) != digest:
+        raise TradeoffsError(f"{path} has sha256 {digest}, but its first use recorded {pinned} ({record}): the file "
+                             "changed; delete both to download it again, or restore the original.")
+    _VERIFIED.add(key)
+    return digest
+
+
 def fetch(name: str) -> Path:
     """Local path of the registered file `name` (relative to the data root); verified, downloaded when absent."""
     e = entry(name)
