@@ -292,8 +292,8 @@ def full_text(v: xr.Dataset) -> str:
             f"same Dask sweep. More architectures narrow the bootstrap interval, which here {interval} with "
             f"{int(row.n)} architectures; training longer on more images "
             "is expected to lower the seed-to-seed noise that blurs rankings of small networks trained briefly. "
-            "Tuggener et al.'s other data sets (for example insects, power-line and concrete-crack images) are not "
-            "available offline.")
+            "Tuggener et al.'s eight other data sets (named in their paper; the abstract kept here does not list them) "
+            "are not available offline.")
 
 
 # ---------------------------------------------------------------- figures
