@@ -123,3 +123,10 @@ def test_summary_text(data_root: Path) -> None:
     assert "trained from scratch on 800 images for 6 epochs" in text
     assert "reaches 0.67 at best (lowest run: 0.67; 3 runs, 401 CIFAR-10 test images)" in text
     assert "Training the 3 runs took 1.5 min in all on cpu; with the scoring of every checkpoint, 10 min." in text
+
+
+def test_position_text_says_where_the_checkpoints_lie() -> None:
+    ds = synthetic()
+    text = ch.position_text(ds, ch.runs(ds))
+    assert "2/6, 2/6, 2/6 (of 6)" in text and "4.0 epochs before the most accurate one" in text
+    assert "does not ask which comes first" in text and "n = 3 runs" in text

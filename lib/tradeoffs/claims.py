@@ -176,7 +176,9 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
                      "CIFAR-10H label distributions of CIFAR-10 ResNets trained here, not BAPPS judgements of "
                      "ImageNet networks",
                      "agreement with the human label distribution after temperature scaling (cross-fitted), so "
-                     "that calibration alone cannot produce it", gates=(PLATEAU,),
+                     "that calibration alone cannot produce it; the test asks whether stopping at its best epoch "
+                     "beats stopping at the most accurate one on other images, not which epoch comes first",
+                     gates=(PLATEAU,),
                      shared="the inverted-U page plots the same checkpoints against accuracy (a different question)"),
             TestSpec("kl_held_out", "held-out KL reduction from stopping at the best-KL epoch",
                      "mean over runs of the held-out KL reduction (nats)", +1, "offline proxy",
