@@ -112,3 +112,11 @@ def test_one_colab_cell_with_the_repository_of_config() -> None:
     import tomllib
 
     assert tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]["Repository"] == url
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_figure_cell_has_alt_text(name: str) -> None:
+    nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "plt.show()" in cell.source:
+            assert cell.metadata.get("mystnb", {}).get("image", {}).get("alt"), f"no alt text: {cell.source[:60]}"
