@@ -343,6 +343,9 @@ def load_imagenet(P: dict[str, Any], profile: str) -> tuple[pd.DataFrame, str]:
                              "error_consistency": obs["error_consistency_mean"].mean("dataset").values[is_model],
                              "shape_bias": obs["shape_bias"].values[is_model]},
                             index=pd.Index(obs["observer"].values[is_model].astype(str), name="model"))
+    humans = (obs["kind"] == "human").values
+    if humans.any():  # the human ceiling of the error-consistency panel: people's mean κ with each other
+        imagenet.attrs["human_kappa"] = float(obs["error_consistency_mean"].mean("dataset").values[humans].mean())
     return imagenet.sort_values("top1"), source
 
 
@@ -405,9 +408,10 @@ def fit(curves: Curves, P: dict[str, Any]) -> dict[str, dict]:
             for name, xyu in curves.items() if len(xyu[0]) >= 5}
 
 
-def fits_figure(curves: Curves, fits: dict[str, dict], points: pd.DataFrame, chance_level: float) -> Figure:
-    """The four curves with their quadratic fits, the fitted optimum and its 95% interval, and chance on the CIFAR-10
-    accuracy axes and on the nearest-neighbour share."""
+def fits_figure(curves: Curves, fits: dict[str, dict], points: pd.DataFrame, chance_level: float,
+                human_kappa: float | None = None) -> Figure:
+    """The four curves with their quadratic fits, the fitted optimum and its 95% interval, chance on the CIFAR-10
+    accuracy axes and on the nearest-neighbour share, and people's mean κ with each other on the κ panel."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
     hues = {CIFAR: points["source"], NN: points["source"], EC: None, SHAPE: None}
     for ax, name in zip(axes.flat, _LABELS):
@@ -425,6 +429,9 @@ def fits_figure(curves: Curves, fits: dict[str, dict], points: pd.DataFrame, cha
             plots.chance_line(ax, chance_level, f"chance ({chance_level:.0%})", axis="x")
         if name == NN:
             plots.chance_line(ax, chance_level, "_nolegend_")  # the same chance, labelled once
+        if name == EC and human_kappa is not None:
+            ax.axhline(human_kappa, color="0.2", linestyle="-.", linewidth=1.2, label=f"humans with each other "
+                       f"({human_kappa:.2f})")
         ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     return fig
