@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -120,3 +122,31 @@ def test_every_figure_cell_has_alt_text(name: str) -> None:
     for cell in nb.cells:
         if cell.cell_type == "code" and "plt.show()" in cell.source:
             assert cell.metadata.get("mystnb", {}).get("image", {}).get("alt"), f"no alt text: {cell.source[:60]}"
+
+
+NUMBER = re.compile(r"[−+-]?\d+(?:\.\d+)?(?:e[−+-]?\d+)?")
+
+
+def _stored_numbers(ds: xr.Dataset) -> np.ndarray:
+    """Every number a verdict file holds: values, and those written in its text (gate descriptions, settings)."""
+    found = [ds[v].values.ravel().astype(float) for v in ds.variables if np.issubdtype(ds[v].dtype, np.number)]
+    text = " ".join(str(x) for v in ds.variables if ds[v].dtype.kind in "UO" for x in ds[v].values.ravel())
+    found.append(np.array([float(m.replace("−", "-")) for m in NUMBER.findall(text)]))
+    values = np.concatenate(found)
+    return values[np.isfinite(values)]
+
+
+@pytest.mark.parametrize("name", list(claims.CLAIMS))
+def test_verdict_box_numbers_come_from_the_stored_verdict(smoke: Path, name: str) -> None:
+    """Every number in the verdict box that opens a page is a value of the stored verdict file (as rounded)."""
+    nb = nbformat.read(smoke / "book" / "executed" / f"{name}.ipynb", as_version=4)
+    boxes = [o["data"]["application/papermill.record/text/markdown"] for c in nb.cells for o in c.get("outputs", [])
+             if o.get("metadata", {}).get("scrapbook", {}).get("name") == "verdict"]
+    assert boxes, f"{name}: no verdict box glued"
+    with xr.open_dataset(smoke / "results" / f"{claims.result_name(name, 'verdict', 'smoke')}.nc") as v:
+        stored = _stored_numbers(v.load())
+    for token in NUMBER.findall(boxes[0]):
+        x = float(token.replace("−", "-"))
+        decimals = len(token.split(".")[1].split("e")[0]) if "." in token else 0
+        close = np.abs(np.abs(stored) - abs(x)) <= 0.5 * 10.0 ** -decimals + 1e-9 * abs(x)
+        assert close.any(), f"{name}: {token} in the verdict box matches no value of the stored verdict file"
