@@ -58,17 +58,33 @@ def test_runs_table_best_epochs_and_held_out_gains() -> None:
     # calibrated KL at epoch 6 minus at epoch 2: (0.05 + 0.01 s) × 16
     assert best["held-out calibrated-KL reduction (nats)"].to_numpy() == pytest.approx([0.8, 0.96, 1.12])
     assert best["held-out NN-human gain"].to_numpy() == pytest.approx([0, 0, 0])
+    # the best calibrated-KL epoch (2) comes before the best-accuracy one (6): the restricted choice is the same
+    restricted = best["held-out calibrated-KL reduction, no later than best accuracy (nats)"]
+    assert restricted.to_numpy() == pytest.approx([0.8, 0.96, 1.12])
+    assert best["calibrated-KL lead (epochs)"].tolist() == [4, 4, 4]
     assert "held-out PS gain" not in best
+
+
+def test_a_kl_that_keeps_falling_past_the_accuracy_peak_gains_nothing_before_it() -> None:
+    ds = synthetic()
+    ds["kl_calibrated_half"] = ds.kl_calibrated_half * 0 + 2 - 0.1 * ds.epoch  # lowest at the last epoch
+    ds["accuracy_half"] = ds.accuracy_half.where(ds.epoch != 6, 0.6)  # most accurate at epoch 5
+    best = ch.runs(ds)
+    assert best["held-out calibrated-KL reduction, no later than best accuracy (nats)"].tolist() == [0, 0, 0]
+    assert best["held-out calibrated-KL reduction (nats)"].to_numpy() == pytest.approx([0.1] * 3)
+    assert best["calibrated-KL lead (epochs)"].tolist() == [-1, -1, -1]
 
 
 def test_measured_means_over_runs_with_the_plateau_gate() -> None:
     ds = synthetic()
     m = ch.measured(ds, ch.runs(ds))
-    assert set(m) == {"calibrated_kl_held_out", "kl_held_out", "nn_held_out", "kl_epoch_gap"}
+    assert set(m) == {"calibrated_kl_before", "calibrated_kl_held_out", "kl_held_out", "nn_held_out",
+                      "calibrated_kl_lead"}
     ci = sps.ttest_1samp([0.8, 0.96, 1.12], 0).confidence_interval()
     assert (m["calibrated_kl_held_out"].estimate, m["calibrated_kl_held_out"].n) == (pytest.approx(0.96), 3)
     assert (m["calibrated_kl_held_out"].ci_low, m["calibrated_kl_held_out"].ci_high) == pytest.approx(ci)
-    assert m["kl_epoch_gap"].estimate == pytest.approx(-2.0)
+    assert m["calibrated_kl_before"].estimate == pytest.approx(0.96)
+    assert m["calibrated_kl_lead"].estimate == pytest.approx(4.0) and math.isnan(m["calibrated_kl_lead"].ci_low)
     assert m["nn_held_out"].estimate == 0 and math.isnan(m["nn_held_out"].ci_low)  # every run the same
     curves = ds.accuracy.sel(epoch=ds.epoch > 0).values.reshape(3, -1)
     plateau = 100 * stats.late_change(curves, last=5)
@@ -80,6 +96,7 @@ def test_measured_adds_bapps_when_scored() -> None:
     best = ch.runs(ds)
     assert best["held-out PS gain"].to_numpy() == pytest.approx([1.0, 1.0, 1.0])  # PS points (×100)
     assert ch.measured(ds, best)["bapps_held_out"].estimate == pytest.approx(1.0)
+    assert ch.measured(ds, best)["bapps_before"].estimate == pytest.approx(1.0)  # the PS peak (1) precedes 6
 
 
 def test_data_text() -> None:
@@ -128,5 +145,21 @@ def test_summary_text(data_root: Path) -> None:
 def test_position_text_says_where_the_checkpoints_lie() -> None:
     ds = synthetic()
     text = ch.position_text(ds, ch.runs(ds))
-    assert "2/6, 2/6, 2/6 (of 6)" in text and "4.0 epochs before the most accurate one" in text
-    assert "does not ask which comes first" in text and "n = 3 runs" in text
+    assert "2/6, 2/6, 2/6 (of 6)" in text and "4.0 epochs before the most" in text and "n = 3 runs" in text
+    assert "Per run: +0.8000, +0.9600, +1.1200 nats (mean +0.9600)" in text
+    assert "comes later, not earlier" not in text
+
+
+def test_rerun_text_and_the_declared_spread_match_the_stored_rerun() -> None:
+    """RERUN_SPREAD is the measured spread between the two stored trainings (rounded up, at most by 10%)."""
+    ds, rerun = store.load("early_stopping_default", STORED), ch.load_rerun("default")
+    assert rerun is not None and ch.load_rerun("smoke") is None
+    ours = ds.sel(seed=rerun.seed.values)
+    for name, declared in ch.RERUN_SPREAD.items():
+        spread = float(np.nanmax(np.abs(rerun[name].values - ours[name].values)))
+        assert spread <= declared <= 1.1 * spread, name
+    text = ch.rerun_text(ds, rerun, "default")
+    assert "seeds 0–2" in text and "commit eea91bf" in text and "the same outcome as above" in text
+    assert ch.rerun_text(ds, None, "smoke") == ""
+    assert store.compare(ds, ds.assign(accuracy=ds.accuracy + 0.06).assign_attrs(
+        tolerance=json.dumps(ch.TOLERANCE))) == []

@@ -136,6 +136,19 @@ def test_compare_reports_differences_beyond_tolerance(isolated: Path) -> None:
     assert problem.startswith("score: 1 of 6 values differ")
 
 
+def test_compare_uses_the_declared_per_variable_and_outcome_tolerances(isolated: Path) -> None:
+    """The code's current tolerance (the fresh file's) decides; a variable may carry its measured rerun spread."""
+    store.save(_ds(0), "c_default", profile="default", parameters={}, elapsed_s=0, tolerance={"rtol": 0.0, "atol": 1e-3})
+    stored, nudged = store.load("c_default"), _ds(0)
+    nudged["score"][0, 0] += 0.05
+    nudged.attrs["tolerance"] = json.dumps({"rtol": 0.0, "atol": 1e-3, "variables": {"score": {"atol": 0.06}}})
+    assert store.compare(stored, nudged) == []
+    nudged.attrs["tolerance"] = json.dumps({"rtol": 0.0, "atol": 1e-3, "variables": {"score": {"atol": 0.01}}})
+    assert store.compare(stored, nudged)[0].startswith("score: 1 of 6 values differ")
+    nudged.attrs["tolerance"] = json.dumps({"outcomes_only": True})
+    assert store.compare(stored, nudged) == []
+
+
 def test_labels_are_not_truncated_by_an_inherited_string_width(isolated):
     """Cells read back from the cache carry a fixed string width; a combined file must keep longer labels whole."""
     short = xr.Dataset({"v": ("dataset", [1.0])}, coords={"dataset": ["cifar10-10"]})

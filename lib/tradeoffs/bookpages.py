@@ -377,7 +377,7 @@ def _verdict_details(root: Path, row: dict[str, Any], profile: str, directory: P
     gates = [f"{_esc(g['description'])}: {g['measured']:.3g} ({'passes' if g['passed'] else 'fails'})"
              if math.isfinite(g["measured"]) else f"{_esc(g['description'])}: not available (fails)"
              for g in verdicts.gates_of(ds, str(primary["test"]))]
-    lines += [f"- **Primary test** (declared before the results): {_esc(primary['name'])} → "
+    lines += [f"- **Primary test** ({_esc(verdicts.declared_when(primary))}): {_esc(primary['name'])} → "
               f"{_badge(str(primary['outcome']))}{chapter}",
               f"- {_esc(primary['statistic'])}: {_estimate(primary)}"
               + (f"; {_esc(primary['consistency'])}" if primary["consistency"] else ""),
@@ -415,8 +415,8 @@ def verdicts_text(root: Path, profile: str = "default", directory: Path | None =
              "# Verdicts", "",
              f"Each claim's verdict is the outcome of its **primary test**, the test closest to the paper's setting "
              f"that the `{profile}` profile runs, declared in `tradeoffs.claims` before any result was seen "
-             f"({run} of {len(rows)} claims run so far). Other tests are secondary evidence, listed below, never "
-             "voted.", "",
+             f"unless its entry below says when and why it was re-declared ({run} of {len(rows)} claims run so "
+             "far). Other tests are secondary evidence, listed below, never voted.", "",
              *_table(("Claim", "Verdict", "The claim", "Primary test: estimate [95% CI]", "Setting"), summary),
              "",
              "A test may decide only if its **validity gates** pass (for example: networks trained to a plateau, "

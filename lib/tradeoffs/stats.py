@@ -373,20 +373,40 @@ def late_change(curves, last: int = 5) -> float:
     return float(np.abs(slopes).max() * (last - 1))
 
 
-def held_out_gain(measure, accuracy) -> np.ndarray:
+def held_out_gain(measure, accuracy, *, no_later: bool = False) -> np.ndarray:
     """Per run: the measure at its best epoch minus at the best-accuracy epoch, with both epochs chosen on one half
     of the images and the measure read on the other half; the mean of the two folds.
 
     `measure` (higher = better) and `accuracy` are [runs, epochs, 2] (the two halves of the images). A real early
-    peak gives a positive gain; a flat, noisy measure gives none.
+    peak gives a positive gain; a flat, noisy measure gives none. `no_later` chooses the measure's best epoch among
+    those up to the best-accuracy epoch only: a positive gain then says that an *earlier* checkpoint is better on
+    other images, and a measure that keeps improving after accuracy peaks gives none.
     """
     m, a = np.asarray(measure, dtype=float), np.asarray(accuracy, dtype=float)
     if m.shape != a.shape or m.ndim != 3 or m.shape[2] != 2:
         raise TradeoffsError(f"measure and accuracy must both be [runs, epochs, 2], got {m.shape} and {a.shape}.")
-    runs = np.arange(len(m))
-    folds = [m[runs, m[:, :, choose].argmax(1), judge] - m[runs, a[:, :, choose].argmax(1), judge]
-             for choose, judge in ((0, 1), (1, 0))]
+    runs, epochs = np.arange(len(m)), np.arange(m.shape[1])
+    folds = []
+    for choose, judge in ((0, 1), (1, 0)):
+        best_accuracy = a[:, :, choose].argmax(1)
+        candidates = m[:, :, choose]
+        if no_later:
+            candidates = np.where(epochs[None] <= best_accuracy[:, None], candidates, -np.inf)
+        folds.append(m[runs, candidates.argmax(1), judge] - m[runs, best_accuracy, judge])
     return (folds[0] + folds[1]) / 2
+
+
+def epoch_lead(measure, accuracy) -> np.ndarray:
+    """Per run: how many epochs the best epoch of the measure comes before the best-accuracy epoch, both chosen on
+    the same half of the images, averaged over the two halves (so the images' sampling noise is in each run's value).
+
+    `measure` (higher = better) and `accuracy` are [runs, epochs, 2]; epochs are consecutive. Positive: the measure
+    peaks first; 0: the same epoch; ties go to the earliest epoch, as `argmax` does.
+    """
+    m, a = np.asarray(measure, dtype=float), np.asarray(accuracy, dtype=float)
+    if m.shape != a.shape or m.ndim != 3 or m.shape[2] != 2:
+        raise TradeoffsError(f"measure and accuracy must both be [runs, epochs, 2], got {m.shape} and {a.shape}.")
+    return (a.argmax(1) - m.argmax(1)).mean(1).astype(float)
 
 
 def largest_gap(x) -> float:

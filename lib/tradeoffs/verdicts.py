@@ -100,7 +100,8 @@ def evaluate(claim_id: str, measured: Mapping[str, Measured | None], profile: st
                      "ci_high": m.ci_high if m else math.nan, "n": m.n if m else 0, "p": m.p if m else math.nan,
                      "ci_method": m.ci_method if m else "", "note": m.note if m else "",
                      "expected_sign": spec.expected_sign, "setting": spec.setting, "difference": spec.difference,
-                     "construct": spec.construct, "shared": spec.shared, "paper_effect": spec.paper_effect,
+                     "construct": spec.construct, "shared": spec.shared, "declared": spec.declared,
+                     "paper_effect": spec.paper_effect,
                      "paper_source": spec.paper_source,
                      "consistency": consistency(spec, m) if result != NOT_TESTABLE else "",
                      "primary": spec.id == primary, "outcome": result})
@@ -128,11 +129,13 @@ def evaluate(claim_id: str, measured: Mapping[str, Measured | None], profile: st
 
 
 def record(claim_id: str, measured: Mapping[str, Measured | None], *, profile: str,
-           parameters: dict[str, Any], inputs: list[xr.Dataset] = ()) -> xr.Dataset:
+           parameters: dict[str, Any], inputs: list[xr.Dataset] = (),
+           tolerance: dict[str, Any] | None = None) -> xr.Dataset:
     """Judge and store `<claim>_verdict_<profile>.nc`; returns it.
 
     `inputs` are the results files the verdict summarises: their creation times are recorded, and a stored file with
-    the same rows is kept as it is only if it is not older than any of them.
+    the same rows is kept as it is only if it is not older than any of them. `tolerance` is what `make reproduce`
+    allows (default: numbers within 1e-3; `{"outcomes_only": True}` where the inputs are not bit-reproducible).
     """
     ds = evaluate(claim_id, measured, profile)
     ds.attrs["inputs_created"] = json.dumps(sorted(str(i.attrs.get("created_utc", "")) for i in inputs))
@@ -144,7 +147,8 @@ def record(claim_id: str, measured: Mapping[str, Measured | None], *, profile: s
     newest_input = max([str(i.attrs.get("created_utc", "")) for i in inputs], default="")
     fresh = stored is not None and str(stored.attrs.get("created_utc", "")) >= newest_input
     if not (fresh and _same(stored, ds)):
-        save(ds, name, profile=profile, parameters=parameters, elapsed_s=0.0, tolerance={"rtol": 1e-3, "atol": 1e-3})
+        save(ds, name, profile=profile, parameters=parameters, elapsed_s=0.0,
+             tolerance=tolerance or {"rtol": 1e-3, "atol": 1e-3})
     return load(name)
 
 
@@ -198,6 +202,15 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def declared_when(row: xr.Dataset | pd.Series) -> str:
+    """When the primary test was fixed: before the results, or (said plainly) when and why it was changed after."""
+    declared = row["declared"] if "declared" in row else ""
+    declared = str(declared.item() if isinstance(declared, xr.DataArray) else declared)
+    if declared:
+        return f"re-declared after the results were seen: {declared}"
+    return "fixed in `tradeoffs.claims` before the results"
+
+
 def _gate_text(g: dict[str, Any]) -> str:
     verdict = "passes" if g["passed"] else f"fails; needs {g['remedy']}" if g["remedy"] else "fails"
     return f"{g['description']}: measured {_value(g['measured'])} ({verdict})"
@@ -207,7 +220,7 @@ def markdown(ds: xr.Dataset, *, secondary: bool = True) -> str:
     """The verdict box of a claim page: the primary test's outcome with its gates, then the secondary tests."""
     primary = ds.attrs["primary_test"]
     row = ds.sel(test=primary)
-    head = [f"**Verdict: {ds.attrs['verdict']}** (primary test, fixed in `tradeoffs.claims` before the results: "
+    head = [f"**Verdict: {ds.attrs['verdict']}** (primary test, {declared_when(row)}: "
              f"*{row['name'].item()}*). {_sentence(row['statistic'].item())}: {_interval(row)}"
              + (f"; {row['consistency'].item()}" if row["consistency"].item() else "") + "."]
     gates = gates_of(ds, primary)
