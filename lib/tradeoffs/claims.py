@@ -180,11 +180,10 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
                      "agreement with the human label distribution after temperature scaling (cross-fitted), so "
                      "that calibration alone cannot produce it", gates=(PLATEAU,),
                      shared="the inverted-U page plots the same checkpoints against accuracy (a different question)",
-                     declared="made primary on 2026-12-02 after the six-run results had been seen, replacing the "
-                              "held-out reduction from stopping at the best calibrated-KL epoch wherever it lies "
-                              "(then primary, and supported, now the first secondary row), because that test asks "
-                              "whether stopping there pays on other images, not whether the better checkpoint comes "
-                              "before the most accurate one, which is the claim"),
+                     declared="made primary on 2026-12-02, after the six runs' results had been seen; the test "
+                              "it replaced (stopping at the lowest-KL epoch wherever it lies; then primary and "
+                              "supported, now a secondary row) asks whether stopping there pays, not whether a "
+                              "better checkpoint comes before the most accurate one"),
             TestSpec("bapps_held_out", "held-out BAPPS gain from stopping at the best-PS epoch",
                      "mean over runs of the held-out gain (PS points)", +1, "paper's measure",
                      "CIFAR-10 ResNets trained here instead of ImageNet networks", "BAPPS 2AFC perceptual similarity",

@@ -309,6 +309,9 @@ def position_text(ds: xr.Dataset, best: pd.DataFrame) -> str:
     lead = stats.mean_ci(best[_LEAD["calibrated_kl_lead"]])
     trained = _trained(ds)["kl_calibrated"]
     drop = float((trained.isel(epoch=0) - trained.isel(epoch=-1)).mean())
+    upper = stats.mean_ci(before)["ci_high"]
+    bound = (f"; its 95% upper bound, {upper:+.4f}, is {upper / drop:.2%} of the fall of the calibrated KL over "
+             "training" if np.isfinite(upper) else "")
     pairs = ", ".join(f"{int(k)}/{int(a)}" for k, a in zip(best["best calibrated-KL epoch"], best["best accuracy epoch"]))
     side = "before" if lead["estimate"] > 0 else "after"
     later = (" The temperature-scaled KL is still falling when accuracy peaks: the most human-like "
@@ -317,7 +320,7 @@ def position_text(ds: xr.Dataset, best: pd.DataFrame) -> str:
             f"the epochs up to it, the one with the lowest temperature-scaled KL; on the other half it measures how "
             f"much lower the KL of that earlier (or same) checkpoint is. An earlier, more human-like checkpoint makes "
             f"it positive; a KL that keeps falling until accuracy peaks gives zero. Per run: "
-            f"{', '.join(f'{v:+.4f}' for v in before)} nats (mean {before.mean():+.4f}). Best calibrated-KL / "
+            f"{', '.join(f'{v:+.4f}' for v in before)} nats (mean {before.mean():+.4f}{bound}). Best calibrated-KL / "
             f"best-accuracy epochs per run, on all scored images: {pairs} (of {int(ds.epoch.max())}); chosen per "
             f"half, the lowest calibrated KL comes on average {abs(lead['estimate']):.1f} epochs {side} the most "
             f"accurate checkpoint (95% CI {lead['ci_low']:+.2f} to {lead['ci_high']:+.2f}, n = {lead['n']} runs), "
