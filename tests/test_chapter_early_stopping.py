@@ -146,7 +146,7 @@ def test_position_text_says_where_the_checkpoints_lie() -> None:
     ds = synthetic()
     text = ch.position_text(ds, ch.runs(ds))
     assert "2/6, 2/6, 2/6 (of 6)" in text and "4.0 epochs before the most" in text and "n = 3 runs" in text
-    assert "Per run: +0.8000, +0.9600, +1.1200 nats (mean +0.9600)" in text
+    assert "Per run: +0.8000, +0.9600, +1.1200 nats (mean +0.9600; its 95% upper bound" in text
     assert "comes later, not earlier" not in text
 
 
