@@ -42,7 +42,7 @@ PROFILES = {
                   baselines=["mobilenetv3_small_050"], n_train=50, n_val=20, n_test=50,
                   finetune=False, finetune_models=[], epochs=0, **_PROBE_DATA),
     "default": dict(models=OFFLINE, baselines=["efficientnet_lite0", "mobilenetv3_small_100"],
-                    n_train=150, n_val=50, n_test=150, finetune=False, finetune_models=[], epochs=0, **_PROBE_DATA),
+                    n_train=1000, n_val=250, n_test=1000, finetune=False, finetune_models=[], epochs=0, **_PROBE_DATA),
     "full": dict(models=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", *ZOO],
                  baselines=["efficientnet_lite0", "resnet50"], n_train=10000, n_val=2000, n_test=10000,
                  finetune=True, finetune_models=ZOO, epochs=3, **_PROBE_DATA),
