@@ -58,6 +58,7 @@ def test_chunks_are_filled_into_one_array_and_resume_from_cache(resnet: models.M
     whole = features.extract(resnet, imgs, ["layer3", "logits"], pool="mean", device="cpu", cache=False, progress=False)
     monkeypatch.setattr(features, "CHUNK", 3)  # 3 + 3 + 1 images, each chunk its own cache entry
     first = features.extract(resnet, imgs, ["layer3", "logits"], pool="mean", device="cpu", progress=False)
+    results.flush()  # chunks are written on a background thread
     assert len(list((isolated / "cache" / "features").rglob("*.nc"))) == 3
     again = features.extract(resnet, imgs, ["layer3", "logits"], pool="mean", device="cpu", progress=False)
     for ds in (first, again):

@@ -124,6 +124,28 @@ def test_load_or_compute_reuses_only_matching_key(isolated: Path, monkeypatch: p
     assert len(n) == 3
 
 
+def test_background_writes_keep_the_values_of_the_moment_and_are_read_back(isolated: Path) -> None:
+    key = results.content_key("background", 1)
+    ds = results.cached("test", key, lambda: xr.Dataset({"v": ("k", np.arange(3.0))}), background=True)
+    ds["v"].values[:] = -1  # the caller reuses its array before the write may have happened
+    again = results.read_cached("test", key)  # waits for the queued write
+    assert again is not None and again["v"].values.tolist() == [0.0, 1.0, 2.0]
+    results.flush()
+    assert results.cached_path("test", key).exists() and not results._PENDING
+
+
+def test_a_failed_background_write_warns_and_leaves_no_entry(isolated: Path, monkeypatch) -> None:
+    def broken(ds, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results, "atomic_to_netcdf", broken)
+    key = results.content_key("background", 2)
+    with pytest.warns(UserWarning, match="disk full"):
+        results.cached("test", key, lambda: xr.Dataset({"v": ("k", np.ones(2))}), background=True)
+        results.flush()
+    assert not results.cached_path("test", key).exists()
+
+
 def test_compare_reports_differences_beyond_tolerance(isolated: Path) -> None:
     store.save(_ds(0), "c_default", profile="default", parameters={}, elapsed_s=0, tolerance={"rtol": 0.0, "atol": 1e-3})
     stored = store.load("c_default")

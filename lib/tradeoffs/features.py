@@ -162,9 +162,10 @@ def extract(model: Model, images: np.ndarray | torch.Tensor, layers: Sequence[st
     (image, class) for "logits"; all but `image` and `class` are qualified by the layer, e.g. `layer1.channel`,
     because layers differ in size. pool: "mean"/"max" over space (or tokens), "cls" for the class token.
     AMP (float16) and channels_last are used on CUDA by default; CPU runs in float32.
-    Results are cached by content (weights, preprocessing, images, layers, options) in chunks, so a rerun
-    recomputes nothing and an interrupted run resumes. Every batch is written straight into one array per layer
-    for all images (chunks stored to the cache are views of it), so the output is held once, never concatenated.
+    Results are cached by content (weights, preprocessing, images, layers, options) in chunks, written on a
+    background thread while the next chunk runs, so a rerun recomputes nothing and an interrupted run resumes. Every
+    batch is written straight into one array per layer for all images (chunks stored to the cache are views of it),
+    so the output is held once, never concatenated.
     """
     if batch_size < 1:
         raise TradeoffsError(f"batch_size must be >= 1; got {batch_size}")
@@ -195,7 +196,7 @@ def extract(model: Model, images: np.ndarray | torch.Tensor, layers: Sequence[st
             compute(start, chunk, desc)
             continue
         key = results.content_key("features-v1", weights_key(model), chunk.contiguous(), layers, pool, bool(amp))
-        part = results.cached("features", key, lambda s=start, ch=chunk, d=desc: compute(s, ch, d))
+        part = results.cached("features", key, lambda s=start, ch=chunk, d=desc: compute(s, ch, d), background=True)
         for layer in layers:  # a fresh chunk is already in place; a cache hit is copied in, or taken as is if whole
             a = part[layer].values
             if layer not in out and len(a) == n:

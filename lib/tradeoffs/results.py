@@ -12,7 +12,9 @@ import inspect
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -141,9 +143,37 @@ def cached_path(kind: str, key: str) -> Path:
     return cache_dir() / kind / key[:2] / f"{key}.nc"
 
 
+_WRITER: ThreadPoolExecutor | None = None
+_PENDING: dict[Path, Future] = {}  # cache files queued for writing, by path
+
+
+def _written(path: Path, future: Future) -> None:
+    if _PENDING.get(path) is future:
+        del _PENDING[path]
+    if future.exception() is not None:
+        warnings.warn(f"cache entry {path} was not written ({future.exception()}); it is recomputed when needed")
+
+
+def _write_in_background(ds: xr.Dataset, path: Path) -> None:
+    """Queue an atomic write on one background thread (the interpreter waits for it at exit)."""
+    global _WRITER
+    if _WRITER is None:
+        _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tradeoffs-cache")
+    future = _WRITER.submit(atomic_to_netcdf, ds, path)
+    _PENDING[path] = future
+    future.add_done_callback(lambda f: _written(path, f))
+
+
+def flush() -> None:
+    """Wait until every queued cache write is on disk (or has failed with a warning)."""
+    wait(list(_PENDING.values()))
+
+
 def read_cached(kind: str, key: str) -> xr.Dataset | None:
     """The Dataset stored under (kind, key), or None; a damaged entry is deleted (recomputed, never trusted)."""
     path = cached_path(kind, key)
+    if (queued := _PENDING.get(path)) is not None:
+        wait([queued])
     if path.exists():
         try:
             with xr.open_dataset(path, engine="netcdf4") as ds:
@@ -153,15 +183,20 @@ def read_cached(kind: str, key: str) -> xr.Dataset | None:
     return None
 
 
-def cached(kind: str, key: str, compute: Callable[[], xr.Dataset]) -> xr.Dataset:
+def cached(kind: str, key: str, compute: Callable[[], xr.Dataset], *, background: bool = False) -> xr.Dataset:
     """Return the Dataset stored under (kind, key), computing and storing it atomically on a miss.
 
     Because each piece is stored as soon as it is computed, a killed run resumes at the first missing piece.
+    `background`: write a copy on a background thread and return at once, so that the write overlaps the caller's
+    next computation (a killed run then loses at most the pieces still queued; `flush` waits for them).
     """
     ds = read_cached(kind, key)
     if ds is not None:
         return ds
     ds = compute().copy()
     ds.attrs = netcdf_safe({**ds.attrs, "cache_key": key})
-    atomic_to_netcdf(ds, cached_path(kind, key))
+    if background:  # the caller may reuse its arrays: the file gets their values of now
+        _write_in_background(ds.copy(deep=True), cached_path(kind, key))
+    else:
+        atomic_to_netcdf(ds, cached_path(kind, key))
     return ds
