@@ -193,7 +193,8 @@ def test_data_page_summarises_groups(fake_apis: None) -> None:
     assert "Derived files: 1 of 3 are converted from the published original (`jpeg_q75`)" in cifar
     assert "Online only: 1 file, downloaded" in cifar and r"use \<the\> archive" in cifar
     assert "Derived files" not in mvh
-    assert "Documentation: 1 file describing the offline data root; no code reads it." in cifar and "Documentation" not in mvh
+    assert "Documentation: 1 file describing the offline data root; no code reads it." in cifar
+    assert "Documentation" not in mvh
     assert "d00.csv" not in text, "files inside a sub-folder are summarised, not listed"
     packaged = text.split("## Data inside Python packages", 1)[1].split("## Models", 1)[0]
     assert "`sklearn.datasets.load_digits()`" in packaged and "AnyNetX subsets" in packaged

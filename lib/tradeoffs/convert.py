@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import TradeoffsError
 
-CIFAR10_JPEG = {"quality": 75, "subsampling": 2}  # Pillow settings of the JPEG re-encode (cifar10/SOURCES.md: q75, 4:2:0)
+CIFAR10_JPEG = {"quality": 75, "subsampling": 2}  # Pillow settings of the re-encode (cifar10/SOURCES.md: q75, 4:2:0)
 
 
 def _jpeg_q95(src: Path, dst: Path) -> None:

@@ -177,7 +177,8 @@ _RULES: tuple[_Rule, ...] = (
          _ONEVISION, "assets/model_type_reference.csv"),
     _git("tables/tllib/model_selection_README.md", "MIT", _TLLIB, "examples/model_selection/README.md"),
     _Rule("tables/tllib/*", "MIT", packaged=True,
-          origin=f"tables parsed from {_TLLIB[0]}@{_TLLIB[1]}:examples/model_selection/README.md (tables/SOURCES.md §3)"),
+          origin=f"tables parsed from {_TLLIB[0]}@{_TLLIB[1]}:examples/model_selection/README.md "
+                 "(tables/SOURCES.md §3)"),
     _Rule("tables/published/*", "facts from the cited papers", packaged=True,
           origin="numbers transcribed from the papers (tables/SOURCES.md §4)"),
     _Rule("tables/OFFLINE_MODELS.md", _PROJECT, origin="notes on PyPI model packages (tables/SOURCES.md §5)",
