@@ -166,7 +166,9 @@ _RULES: tuple[_Rule, ...] = (
           origin=f"sha256 of {_TVS[0]}@{_TVS[1]}:stimuli/style-transfer-preprocessed-512/*/*.png (read by `rebuild`)"),
     _git("model-vs-human/helper/imagenet_categories.txt", "MIT", _MVH, "modelvshuman/helper/categories.txt"),
     *(_git(f"model-vs-human/helper/16class_imagenet_indices.{suffix}", "MIT", _MVH,
-           "modelvshuman/helper/human_categories.py", converter=f"mvh_16class_{suffix}")
+           "modelvshuman/helper/human_categories.py", converter=f"mvh_16class_{suffix}",
+           note="the 16-class index lists are HumanCategories.<class>_indices of human_categories.py, whose hash is "
+                "not published: the converted file's registered hash checks the download")
       for suffix in ("json", "csv")),
     _git("model-vs-human/licenses/model-vs-human_CODE_LICENSE.txt", "MIT", _MVH, "licenses/CODE_LICENSE"),
     _git("model-vs-human/licenses/model-vs-human_LICENSES_OVERVIEW.md", "MIT", _MVH, "licenses/LICENSES_OVERVIEW.md"),
