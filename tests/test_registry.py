@@ -164,6 +164,7 @@ def test_packaged_tables_are_read_from_the_package(root: Path) -> None:
     path = registry.fetch("tables/published/kumar2022_table1_scaling_down.csv")
     assert path == registry._PACKAGE / "tables/published/kumar2022_table1_scaling_down.csv"
     assert len(data.table("tllib/model_selection_finetune")) == 80
+    assert registry.fetch_folder("tables/published") == registry._PACKAGE / "tables/published"
     assert not list(root.iterdir())
 
 
