@@ -36,6 +36,9 @@ class FakeEntry:
     source_sha256: str | None = None
     online_only: bool = False
     note: str = ""
+    reproducible: bool = True
+    packaged: bool = False
+    documentation: bool = False
 
     @property
     def group(self) -> str:
@@ -53,7 +56,7 @@ def fake_entries() -> list[FakeEntry]:
     return [
         entry("cifar10h/cifar10h-probs.npy", 1_600_128, licence="CC BY-NC-SA 4.0"),
         entry("cifar10/test.npz", 29_000_000, converter="jpeg_q75", source_sha256="f" * 64, note="use <the> archive"),
-        entry("cifar10/SOURCES.md", 4_000),
+        entry("cifar10/SOURCES.md", 4_000, documentation=True),
         entry("cifar10/cifar-10-python.tar.gz", None, online_only=True),
         *(entry(f"model-vs-human/raw-data/d{i:02d}.csv", 10_000) for i in range(40)),
         *(entry(f"model-vs-human/file{i:02d}.txt", 1_000, licence="CC-BY-4.0") for i in range(20)),
@@ -190,6 +193,8 @@ def test_data_page_summarises_groups(fake_apis: None) -> None:
     assert "Derived files: 1 of 3 are converted from the published original (`jpeg_q75`)" in cifar
     assert "Online only: 1 file, downloaded" in cifar and r"use \<the\> archive" in cifar
     assert "Derived files" not in mvh
+    assert "Documentation: 1 file describing the offline data root; no code reads it." in cifar
+    assert "Documentation" not in mvh
     assert "d00.csv" not in text, "files inside a sub-folder are summarised, not listed"
     packaged = text.split("## Data inside Python packages", 1)[1].split("## Models", 1)[0]
     assert "`sklearn.datasets.load_digits()`" in packaged and "AnyNetX subsets" in packaged

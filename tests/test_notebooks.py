@@ -117,6 +117,16 @@ def test_one_colab_cell_with_the_repository_of_config() -> None:
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
+def test_colab_cell_installs_the_ref_the_runner_pins(name: str) -> None:
+    """The Colab cell follows the parameters cell and installs `ref`: "main" in the source, the commit the book was
+    built from in the executed copy (`tradeoffs.run` passes it to papermill, test_run.py)."""
+    cells = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4).cells
+    i = next(k for k, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    assert re.search(r'^ref = "main"  #', cells[i].source, re.M), "the parameters cell has no ref"
+    assert "google.colab" in cells[i + 1].source and "git+{repo}@{ref}" in cells[i + 1].source
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
 def test_every_figure_cell_has_alt_text(name: str) -> None:
     nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
     for cell in nb.cells:

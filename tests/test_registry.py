@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import functools
 import hashlib
 import http.server
 import io
+import json
 import os
+import pickle
 import re
 import socket
+import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,7 +95,10 @@ def test_entries_are_complete_and_unique() -> None:
         assert bool(e.url) or not e.online_only, f"{e.path}: online-only without a URL"
         if "github.com" in e.url:
             assert re.search(r"/raw/[0-9a-f]{40}/", e.url), f"{e.path}: URL not pinned to a commit"
-        assert (e.converter is None) == (e.source_sha256 is None), e.path
+        assert e.converter or not (e.source_sha256 or e.source or not e.reproducible), e.path
+        if e.source:
+            original = registry.entry(e.source)
+            assert original.online_only and (e.url, e.source_sha256) == (original.url, original.sha256), e.path
     online = {e.path for e in entries if e.online_only}
     assert online == {"cifar10/cifar-10-python.tar.gz", "cifar10-resnets/resnet110-1d1ed7c2.th",
                       *(f"fashion-mnist/{f}-ubyte.gz" for f in ("train-images-idx3", "train-labels-idx1",
@@ -105,6 +113,67 @@ def test_cue_conflict_entries_are_derived_from_texture_vs_shape_pngs() -> None:
         assert e.converter == "jpeg_q95" and re.fullmatch(r"[0-9a-f]{64}", e.source_sha256 or "")
         assert e.url.endswith(f"/stimuli/style-transfer-preprocessed-512/{category}/{stem}.png")
     assert registry.entry("model-vs-human/stimuli/edge/oven/oven10.png").url.endswith("/stimuli/edges/oven/oven10.png")
+
+
+# Files that only describe the offline data root, for people (and `rebuild`, which reads the PNG hashes from a data root
+# that has them); no code a profile runs reads them, so they need no download (test_no_code_reads_documentation_files).
+DOCUMENTATION = ("*/SOURCES.md", "*/MANIFEST.sha256", "tables/OFFLINE_MODELS.md",
+                 "model-vs-human/stimuli/cue-conflict_original-png.sha256")
+
+
+def test_every_file_code_reads_is_obtainable_without_the_offline_root() -> None:
+    """A pinned URL (of the file or of the original a converter reads), or package data; only documentation has none."""
+    from tradeoffs.convert import CONVERTERS
+
+    for e in registry.entries():
+        assert [bool(e.url), e.packaged, e.documentation].count(True) == 1, f"{e.path}: no single way to obtain it"
+        assert e.documentation == any(fnmatch.fnmatchcase(e.path, p) for p in DOCUMENTATION), e.path
+        assert e.converter is None or e.converter in CONVERTERS, e.path
+        if e.packaged:
+            assert registry._digest(registry._PACKAGE / e.path, e.sha256) == e.sha256, f"{e.path}: package copy differs"
+    packaged = {e.path.split("/")[1] for e in registry.entries() if e.packaged}
+    assert packaged == {"published", "tllib"}
+
+
+def test_no_code_reads_documentation_files() -> None:
+    """No string in the package or the notebooks' code names a documentation file as a path (prose may cite them)."""
+    doc = re.compile(r"[\w./-]*(SOURCES\.md|MANIFEST\.sha256|OFFLINE_MODELS\.md|_original-png\.sha256)")
+    repo = Path(__file__).resolve().parents[1]
+    sources = {p: p.read_text() for p in (repo / "lib" / "tradeoffs").rglob("*.py") if p.name != "registry.py"}
+    for nb in (repo / "notebooks").glob("*.ipynb"):
+        cells = json.loads(nb.read_text())["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        sources[nb] = "\n".join(line for cell in code for line in cell.splitlines() if not line.startswith(("%", "!")))
+    named = [(p.name, node.value) for p, text in sources.items() for node in ast.walk(ast.parse(text))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and doc.fullmatch(node.value)]
+    assert not named, f"code reads documentation files, which have no download: {named}"
+
+
+def test_fetch_folder_skips_documentation(root: Path) -> None:
+    e = _inject(path="d/a.bin", sha256=_sha(b"a"), size=1)
+    _inject(path="d/SOURCES.md", sha256=_sha(b"notes"), size=5, documentation=True)
+    (root / "d").mkdir()
+    (root / e.path).write_bytes(b"a")
+    assert registry.fetch_folder("d") == root / "d"
+
+
+def test_packaged_tables_are_read_from_the_package(root: Path) -> None:
+    """With an empty data root, `data.table` reads the transcribed tables shipped inside the package."""
+    from tradeoffs import data
+
+    path = registry.fetch("tables/published/kumar2022_table1_scaling_down.csv")
+    assert path == registry._PACKAGE / "tables/published/kumar2022_table1_scaling_down.csv"
+    assert len(data.table("tllib/model_selection_finetune")) == 80
+    assert registry.fetch_folder("tables/published") == registry._PACKAGE / "tables/published"
+    assert not list(root.iterdir())
+
+
+@pytest.mark.data
+def test_packaged_tables_equal_the_data_root_copies(data_root: Path) -> None:
+    packaged = [e.path for e in registry.entries() if e.packaged]
+    assert packaged
+    for path in packaged:
+        assert (registry._PACKAGE / path).read_bytes() == (data_root / path).read_bytes(), path
 
 
 def test_unknown_name_suggests_close_matches() -> None:
@@ -217,7 +286,7 @@ def test_fetch_offline_gives_one_line_naming_file_url_and_variable(root: Path) -
 
 def test_fetch_without_url_says_it_ships_with_the_offline_root(root: Path) -> None:
     with pytest.raises(TradeoffsError, match="offline data root"):
-        registry.fetch("tables/published/kumar2022_table1_scaling_down.csv")
+        registry.fetch("tables/SOURCES.md")
 
 
 def test_fetch_into_a_read_only_root_says_so(root: Path) -> None:
@@ -300,3 +369,157 @@ def test_pin_records_the_first_hash_and_refuses_a_changed_file(tmp_path: Path) -
     path.write_bytes(b"a different file")
     with pytest.raises(TradeoffsError, match="first use recorded"):
         registry.pin(path)
+
+
+# ------------------------------------------------------------------ converters of real entries
+
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# The stored files' layout: key order, dtype and per-item shape (checked against the data root's copies below).
+CIFAR_LAYOUT = {
+    "cifar10/test.npz": {"images": ("uint8", (32, 32, 3)), "labels": ("int64", ()), "class_names": ("<U10", ())},
+    "cifar10/train_jpeg.npz": {"jpeg": ("uint8", ()), "offsets": ("int64", ()), "labels": ("int64", ()),
+                               "class_names": ("<U10", ())},
+}
+
+
+def _layout(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    with np.load(path) as z:
+        return {k: (str(z[k].dtype), z[k].shape[1:]) for k in z.files}
+
+
+def _cifar_tarball(rng: np.random.Generator, n: int) -> tuple[bytes, dict[str, tuple[np.ndarray, list[int]]]]:
+    """A miniature cifar-10-python.tar.gz (the official pickles' format) with `n` images per batch."""
+    batches = {m: (rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, 10, n).tolist())
+               for m in ("test_batch", *(f"data_batch_{i}" for i in range(1, 6)))}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        objects = {m: {b"data": x, b"labels": y} for m, (x, y) in batches.items()}
+        objects["batches.meta"] = {b"label_names": [c.encode() for c in CIFAR_CLASSES]}
+        for member, obj in objects.items():
+            blob = pickle.dumps(obj)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{member}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return buf.getvalue(), batches
+
+
+def test_cifar10_npz_entries_are_converted_from_the_official_tarball() -> None:
+    tarball = registry.entry("cifar10/cifar-10-python.tar.gz")
+    for name, converter in (("test", "cifar10_test_npz"), ("train_jpeg", "cifar10_train_jpeg_npz")):
+        e = registry.entry(f"cifar10/{name}.npz")
+        assert (e.converter, e.source, e.url, e.source_sha256) == (converter, tarball.path, tarball.url, tarball.sha256)
+        assert not e.reproducible
+
+
+def test_cifar10_npz_converters_on_a_miniature_tarball(root: Path, server: tuple[str, Path]) -> None:
+    """Download the (miniature) tarball once, convert both files, record their hashes, and reject a changed file.
+
+    The converted files equal the data root's copies in layout; in bytes only if Pillow re-encodes the official pixels
+    exactly as the JPEGs the data root was built from (their headers match, test_cifar10_jpeg_settings_...), which
+    cannot be checked offline. So the registry marks them not reproducible: a converted file's sha256 is recorded
+    beside it on first use (`registry.pin`) and checked on every later read.
+    """
+    from tradeoffs.convert import cifar10_jpeg
+
+    base, served = server
+    blob, batches = _cifar_tarball(np.random.default_rng(3), 4)
+    (served / "cifar-10-python.tar.gz").write_bytes(blob)
+    tarball = _inject(path="cifar10/cifar-10-python.tar.gz", sha256="md5:" + hashlib.md5(blob).hexdigest(),
+                      size=len(blob), url=f"{base}/cifar-10-python.tar.gz", online_only=True)
+    for name in ("test", "train_jpeg"):
+        real = registry.entry(f"cifar10/{name}.npz")
+        _inject(path=real.path, sha256=real.sha256, size=0, url=tarball.url, converter=real.converter,
+                source=tarball.path, source_sha256=tarball.sha256, reproducible=False)
+    test, train = registry.fetch("cifar10/test.npz"), registry.fetch("cifar10/train_jpeg.npz")
+    for path in (test, train):
+        assert _layout(path) == CIFAR_LAYOUT[f"cifar10/{path.name}"]
+        assert (root / "cifar10" / f"{path.name}.sha256").read_text().split()[0] == _sha(path.read_bytes())
+    assert sorted(p.name for p in (root / "cifar10").iterdir()) == [
+        "cifar-10-python.tar.gz", "test.npz", "test.npz.sha256", "train_jpeg.npz", "train_jpeg.npz.sha256"]
+
+    def official(x: np.ndarray) -> np.ndarray:
+        return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+    with np.load(test) as z:
+        pixels, labels = official(batches["test_batch"][0]), batches["test_batch"][1]
+        decoded = [np.asarray(Image.open(io.BytesIO(cifar10_jpeg(p))).convert("RGB")) for p in pixels]
+        np.testing.assert_array_equal(z["images"], np.stack(decoded))
+        assert z["labels"].tolist() == labels and z["class_names"].tolist() == list(CIFAR_CLASSES)
+        assert np.abs(z["images"].astype(int) - pixels).mean() < 80  # lossy, but the same images
+    with np.load(train) as z:
+        pixels = np.concatenate([official(batches[f"data_batch_{i}"][0]) for i in range(1, 6)])
+        jpeg, offsets = z["jpeg"].tobytes(), z["offsets"]
+        assert offsets[0] == 0 and offsets[-1] == len(jpeg) and len(offsets) == 21
+        assert [jpeg[a:b] for a, b in zip(offsets[:-1], offsets[1:])] == [cifar10_jpeg(p) for p in pixels]
+        assert z["labels"].tolist() == sum((batches[f"data_batch_{i}"][1] for i in range(1, 6)), [])
+    registry._VERIFIED.clear()
+    assert registry.fetch("cifar10/test.npz") == test  # checked against the recorded hash, not the registered one
+    mtime = test.stat().st_mtime_ns
+    test.write_bytes(test.read_bytes() + b"x")
+    os.utime(test, ns=(mtime + 10**9, mtime + 10**9))
+    with pytest.raises(TradeoffsError, match="first use recorded"):
+        registry.fetch("cifar10/test.npz")
+
+
+@pytest.mark.data
+def test_cifar10_layout_and_jpeg_settings_match_the_stored_files(data_root: Path) -> None:
+    """The stored files have `CIFAR_LAYOUT`; re-encoding a stored image with the converter's settings writes the same
+    JPEG headers (JFIF, quantisation and Huffman tables, 4:2:0 sampling) as the source JPEGs."""
+    from tradeoffs.convert import cifar10_jpeg
+
+    for name, layout in CIFAR_LAYOUT.items():
+        assert _layout(data_root / name) == layout
+    with np.load(data_root / "cifar10/train_jpeg.npz") as z:
+        jpeg, offsets = z["jpeg"], z["offsets"]
+        for i in (0, 1, 49_999):
+            stored = jpeg[offsets[i]:offsets[i + 1]].tobytes()
+            again = cifar10_jpeg(np.asarray(Image.open(io.BytesIO(stored)).convert("RGB")))
+            start_of_scan = stored.index(b"\xff\xda")
+            assert again[:start_of_scan + 14] == stored[:start_of_scan + 14], i
+
+
+def _human_categories(indices: dict[str, list[int]]) -> str:
+    """A human_categories.py in model-vs-human's layout: class attributes `<class>` (WNIDs) and `<class>_indices`."""
+    lines = ["import numpy as np", "", "", "class HumanCategories(object):", ""]
+    for category, ix in indices.items():
+        lines += [f"    {category} = ['n00000000']", f"    {category}_indices = {ix!r}"]
+    return "\n".join([*lines, "", "    def get_imagenet_indices_for_category(self, category):",
+                      "        return getattr(self, category + '_indices')", ""])
+
+
+def test_16class_indices_are_converted_from_human_categories(root: Path, server: tuple[str, Path]) -> None:
+    """No published hash for human_categories.py: the download is unchecked, the converted files' hashes decide."""
+    base, served = server
+    indices = {f"c{i:02d}": [15 - i, 20 + i] for i in range(16)}
+    (served / "human_categories.py").write_text(_human_categories(indices))
+    categories = "".join(f"n{i:08d} name {i}, synonym\n" for i in range(40))
+    (root / "model-vs-human/helper").mkdir(parents=True)
+    (root / "model-vs-human/helper/imagenet_categories.txt").write_text(categories)
+    _inject(path="model-vs-human/helper/imagenet_categories.txt", sha256=_sha(categories.encode()), size=0)
+    expected_json = "{\n" + ",\n".join(f' "{c}": [{a}, {b}]' for c, (a, b) in indices.items()) + "\n}\n"
+    rows = [f"{c},{i},n{i:08d},\"name {i}, synonym\"" for c, ix in indices.items() for i in sorted(ix)]
+    expected_csv = "\n".join(["category16,imagenet_index,wnid,imagenet_name", *rows, ""])
+    for suffix, expected in (("json", expected_json), ("csv", expected_csv)):
+        _inject(path=f"model-vs-human/helper/16class_imagenet_indices.{suffix}", sha256=_sha(expected.encode()),
+                size=len(expected), url=f"{base}/human_categories.py", converter=f"mvh_16class_{suffix}")
+        assert registry.fetch(f"model-vs-human/helper/16class_imagenet_indices.{suffix}").read_text() == expected
+    (served / "human_categories.py").write_text(_human_categories(dict(list(indices.items())[:15])))
+    (root / "model-vs-human/helper/16class_imagenet_indices.json").unlink()
+    with pytest.raises(TradeoffsError, match="not 16"):
+        registry.fetch("model-vs-human/helper/16class_imagenet_indices.json")
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == [
+        "16class_imagenet_indices.csv", "imagenet_categories.txt"], "a failed conversion left files behind"
+
+
+@pytest.mark.data
+def test_16class_converters_rebuild_the_stored_files(data_root: Path, tmp_path: Path) -> None:
+    """From a human_categories.py holding the stored classes' indices, both converters write the registered bytes."""
+    from tradeoffs.convert import CONVERTERS
+
+    indices = json.loads((data_root / "model-vs-human/helper/16class_imagenet_indices.json").read_text())
+    source = tmp_path / "human_categories.py"
+    source.write_text(_human_categories(indices))
+    for suffix in ("json", "csv"):
+        e = registry.entry(f"model-vs-human/helper/16class_imagenet_indices.{suffix}")
+        CONVERTERS[e.converter](source, tmp_path / suffix)
+        assert _sha((tmp_path / suffix).read_bytes()) == e.sha256, suffix

