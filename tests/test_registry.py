@@ -521,5 +521,5 @@ def test_16class_converters_rebuild_the_stored_files(data_root: Path, tmp_path: 
     source.write_text(_human_categories(indices))
     for suffix in ("json", "csv"):
         e = registry.entry(f"model-vs-human/helper/16class_imagenet_indices.{suffix}")
-        CONVERTERS[e.converter](source, tmp_path / suffix)
+        CONVERTERS[e.converter](source, tmp_path / suffix, registry.fetch)
         assert _sha((tmp_path / suffix).read_bytes()) == e.sha256, suffix

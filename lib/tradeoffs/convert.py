@@ -20,10 +20,12 @@ import numpy as np
 
 from .errors import TradeoffsError
 
+Fetch = Callable[[str], Path]  # the registry's `fetch`, passed to every converter for those reading a second file
+
 CIFAR10_JPEG = {"quality": 75, "subsampling": 2}  # Pillow settings of the re-encode (cifar10/SOURCES.md: q75, 4:2:0)
 
 
-def _jpeg_q95(src: Path, dst: Path) -> None:
+def _jpeg_q95(src: Path, dst: Path, fetch: Fetch) -> None:
     """PNG → JPEG as stored in the offline root: Pillow, quality 95, 4:4:4 (subsampling 0), optimize."""
     from PIL import Image
 
@@ -73,14 +75,14 @@ def _save_npz(dst: Path, **arrays: np.ndarray) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def _cifar10_test_npz(src: Path, dst: Path) -> None:
+def _cifar10_test_npz(src: Path, dst: Path, fetch: Fetch) -> None:
     """`cifar10/test.npz`: the test images JPEG-encoded as `cifar10_jpeg` and decoded back with Pillow."""
     images, labels, names = read_cifar10_tarball(src, "test")
     decoded = np.stack([_decode(cifar10_jpeg(im)) for im in images])
     _save_npz(dst, images=decoded, labels=labels, class_names=np.array(names))
 
 
-def _cifar10_train_jpeg_npz(src: Path, dst: Path) -> None:
+def _cifar10_train_jpeg_npz(src: Path, dst: Path, fetch: Fetch) -> None:
     """`cifar10/train_jpeg.npz`: the training images as `cifar10_jpeg` bytes back to back, with offsets."""
     images, labels, names = read_cifar10_tarball(src, "train")
     jpegs = [cifar10_jpeg(im) for im in images]
@@ -108,16 +110,14 @@ def mvh_16class_indices(src: Path) -> dict[str, list[int]]:
     return dict(sorted(found.items()))
 
 
-def _mvh_16class_json(src: Path, dst: Path) -> None:
+def _mvh_16class_json(src: Path, dst: Path, fetch: Fetch) -> None:
     """`{class: [indices]}`, one class a line, classes sorted."""
     lines = [f" {json.dumps(c)}: {json.dumps(ix)}" for c, ix in mvh_16class_indices(src).items()]
     dst.write_text("{\n" + ",\n".join(lines) + "\n}\n")
 
 
-def _mvh_16class_csv(src: Path, dst: Path) -> None:
+def _mvh_16class_csv(src: Path, dst: Path, fetch: Fetch) -> None:
     """Columns category16, imagenet_index, wnid, imagenet_name (all synonyms, from `imagenet_categories.txt`)."""
-    from .registry import fetch
-
     lines = fetch("model-vs-human/helper/imagenet_categories.txt").read_text().splitlines()
     wnid_names = [line.split(" ", 1) for line in lines if line.strip()]
     with dst.open("w", newline="") as f:
@@ -127,6 +127,6 @@ def _mvh_16class_csv(src: Path, dst: Path) -> None:
             writer.writerows((category, i, *wnid_names[i]) for i in sorted(indices))
 
 
-CONVERTERS: dict[str, Callable[[Path, Path], None]] = {
+CONVERTERS: dict[str, Callable[[Path, Path, Fetch], None]] = {
     "jpeg_q95": _jpeg_q95, "cifar10_test_npz": _cifar10_test_npz, "cifar10_train_jpeg_npz": _cifar10_train_jpeg_npz,
     "mvh_16class_json": _mvh_16class_json, "mvh_16class_csv": _mvh_16class_csv}

@@ -406,7 +406,7 @@ def _download(e: Entry, dest: Path) -> None:
         return
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
-        CONVERTERS[e.converter](raw, tmp)
+        CONVERTERS[e.converter](raw, tmp, fetch)
         digest = _digest(tmp, e.sha256)
         if digest == e.sha256:
             _record(dest).unlink(missing_ok=True)
