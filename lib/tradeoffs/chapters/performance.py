@@ -98,7 +98,8 @@ def memory(runs_: dict[str, xr.Dataset]) -> pd.DataFrame:
 def ratio_table(ratios_: pd.DataFrame) -> pd.DataFrame:
     """One row per device and case: the ratios shown in the text, and the plain forward throughput."""
     short = {"extract": "extract (×)", "hooks": "hooks (×)", "extract / hooks": "extract / hooks",
-             "extract_cached_rerun": "cached rerun (×)", "plain forward (images/s)": "plain (img/s)"}
+             "extract_first_cached": "first cached (×)", "extract_cached_rerun": "cached rerun (×)",
+             "plain forward (images/s)": "plain (img/s)"}
     wide = ratios_.pivot_table(index=["device", "case"], columns="variant", values="ratio", sort=False)
     wide["plain forward (images/s)"] = ratios_.groupby(["device", "case"], sort=False).plain_images_per_s.first()
     table = wide[list(short)].rename(columns=short).round(2)
@@ -107,7 +108,8 @@ def ratio_table(ratios_: pd.DataFrame) -> pd.DataFrame:
 
 def throughput_figure(ratios_: pd.DataFrame, fractions_: pd.DataFrame) -> plt.Figure:
     """Throughput relative to the plain forward pass (spread over rounds), and the cached rerun's share of time."""
-    shown = ratios_[ratios_.variant.isin(["extract", "hooks", "plain_forward_fp32", "plain_forward_nchw"])]
+    shown = ratios_[ratios_.variant.isin(["extract", "extract_first_cached", "hooks", "plain_forward_fp32",
+                                          "plain_forward_nchw"])]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     cases, variants = list(dict.fromkeys(shown.case)), list(dict.fromkeys(shown.variant))
     sns.barplot(shown, y="case", x="ratio", hue="variant", order=cases, hue_order=variants, ax=ax, errorbar=None)
@@ -149,6 +151,9 @@ _WHY = {
     "hooks": "on a CPU a hook only keeps a reference to a tensor already in memory, so hooks cost almost nothing "
              "and extraction cannot be faster; the gap the target assumes comes from device-to-host copies on a GPU",
     "cache": "reading the cached features costs more than hashing the images and weights for this run's sizes",
+    "first_cached": "the chunk written to the cache (unpooled feature maps, hundreds of kB per image at small inputs) "
+                    "is copied and written on a background thread; it overlaps the next computation only where there "
+                    "is one, and on a shared disk the write competes with other jobs",
 }
 
 
@@ -163,6 +168,7 @@ def targets(runs_: dict[str, xr.Dataset], ratios_: pd.DataFrame, fractions_: pd.
     """The project's performance targets, each with its worst measured case, met or not, and why not."""
     e, e_case = _worst(ratios_, "extract")
     h, h_case = _worst(ratios_, "extract / hooks")
+    f, f_case = _worst(ratios_, "extract_first_cached")
     c_row = fractions_.loc[fractions_.cached_rerun_fraction.idxmax()]
     growth = []  # the 10× step (first two image counts); a third count, if measured, shows whether growth goes on
     for label, ds in runs_.items():
@@ -178,6 +184,7 @@ def targets(runs_: dict[str, xr.Dataset], ratios_: pd.DataFrame, fractions_: pd.
                                                           if n_more else ""))
     rows = [("extraction ≥ 0.9× plain forward", f"{e:.2f}× {e_case}", e >= 0.9, _WHY["extraction"]),
             ("extraction ≥ 1.5× hooks", f"{h:.2f}× {h_case}", h >= 1.5, _WHY["hooks"]),
+            ("first cached run ≥ 0.9× plain forward", f"{f:.2f}× {f_case}", f >= 0.9, _WHY["first_cached"]),
             ("cached rerun ≤ 5% of first", f"{c_row.cached_rerun_fraction:.1%} ({c_row.case}, {c_row.device})",
              c_row.cached_rerun_fraction <= 0.05, _WHY["cache"]),
             (f"flat memory, {n0:,} → {n1:,} images", f"{g:.2f}× without the features returned, {g_all:.2f}× in all "
