@@ -140,6 +140,8 @@ def test_summary_text(data_root: Path) -> None:
     assert "trained from scratch on 800 images for 6 epochs" in text
     assert "reaches 0.67 at best (lowest run: 0.67; 3 runs, 401 CIFAR-10 test images)" in text
     assert "Training the 3 runs took 1.5 min in all on cpu; with the scoring of every checkpoint, 10 min." in text
+    ds.attrs["elapsed_s"] = 30.0
+    assert "scored every one in 0 min" in ch.summary_text(ds, ch.runs(ds))
 
 
 def test_position_text_says_where_the_checkpoints_lie() -> None:

@@ -299,8 +299,16 @@ def summary_text(ds: xr.Dataset, best: pd.DataFrame) -> str:
             f"trained from scratch on {ds.attrs['n_train']} images for {int(ds.epoch.max())} epochs, whose test "
             f"accuracy reaches {float(_trained(ds)['accuracy'].max()):.2f} at best (lowest run: "
             f"{best['best accuracy'].min():.2f}; {_runs_n(ds)}). Training the {len(best)} runs took {minutes:.1f} "
-            f"min in all on {ds.attrs['device']}; with the scoring of every checkpoint, "
-            f"{ds.attrs['elapsed_s'] / 60:.0f} min.\n\n" + position_text(ds, best))
+            f"min in all on {ds.attrs['device']}; {_elapsed_text(ds, minutes)}.\n\n" + position_text(ds, best))
+
+
+def _elapsed_text(ds: xr.Dataset, train_minutes: float) -> str:
+    """How long the run that wrote the stored file took, and whether it trained or read the runs from the cache."""
+    minutes = ds.attrs["elapsed_s"] / 60
+    if minutes >= train_minutes:
+        return f"with the scoring of every checkpoint, {minutes:.0f} min"
+    return (f"the run that wrote the stored file read the trained checkpoints from the cache and scored every one "
+            f"in {minutes:.0f} min")
 
 
 def position_text(ds: xr.Dataset, best: pd.DataFrame) -> str:
