@@ -4,7 +4,8 @@ Each claim lists its tests in order of closeness to the paper's setting. A test 
 the claim predicts, the paper's own effect size where the paper gives a comparable one, how its setting differs
 from the paper's, what its measure measures, and its validity gates: conditions on the data that must hold before
 the test may decide anything (`tradeoffs.verdicts` applies them). The claim's **primary** test in a profile is the
-first test of its list that runs in that profile; the others are secondary evidence.
+first test of its list that runs in that profile; the others are secondary evidence. A test made primary after
+results had been seen says when and why in `declared`, and every page that shows the verdict prints it.
 
 Everything else (run order, book pages, the Verdicts page, tests) reads `CLAIMS`; result files are named by
 `result_name`. The order of `CLAIMS` is the book's order; `run_order` puts the claims a notebook reads first.
