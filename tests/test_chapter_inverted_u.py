@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 
-from tradeoffs import perceptual, stats
+from tradeoffs import perceptual, stats, store
 from tradeoffs.chapters import inverted_u as ch
 from tradeoffs.errors import TradeoffsError
 
@@ -131,3 +133,17 @@ def test_bapps_text_says_what_full_would_run_and_that_it_has_not(isolated):
     text = ch.bapps_not_run_text("default")
     assert f"score {len(ch.BAPPS_ZOO)} timm models ({ch.BAPPS_ZOO[0]} to {ch.BAPPS_ZOO[-1]}" in text
     assert "first 10000 test images" in text and text.endswith("it has not been run here: there are no `full` results.")
+
+
+def test_offline_limit_text_reads_the_stored_verdict() -> None:
+    v = store.load("inverted_u_verdict_default", Path(__file__).resolve().parents[1] / "data" / "results")
+    text = ch.offline_limit_text(v)
+    slope = v.sel(test="cifar10h_slope")
+    units = int(v.sel(test=v.attrs["primary_test"]).gate_measured.sel(gate="units_beyond"))
+    assert f"slope at the top is {float(slope.estimate):+.2f}" in text and f"with {units} independent unit(s)" in text
+    flat = v.copy(deep=True)
+    flat["ci_low"].loc["cifar10h_slope"] = -1.0  # a slope whose interval reaches below 0: units are what is missing
+    assert "more training runs" in ch.offline_limit_text(flat)
+    testable = v.copy(deep=True)
+    testable["outcome"].loc[v.attrs["primary_test"]] = "supported"
+    assert ch.offline_limit_text(testable) == ""

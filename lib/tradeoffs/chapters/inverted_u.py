@@ -654,3 +654,23 @@ def summary_text(k: Kumar, curves: Curves, fits: dict[str, dict], dist: xr.Datas
                  f"{points['unit'].nunique() - n_pretrained} training runs, on the first {n_eval} CIFAR-10 test "
                  f"images, not the paper's {k.number('n_networks', 'whole study'):g} ImageNet networks on BAPPS.")
     return "\n\n".join(parts)
+
+
+def offline_limit_text(v: xr.Dataset) -> str:
+    """Why the primary offline test is not testable here and what could make it so ("" when it was testable)."""
+    primary = v.sel(test=v.attrs["primary_test"])
+    if primary["outcome"].item() != verdicts.NOT_TESTABLE or "cifar10h_slope" not in v.test:
+        return ""
+    units = int(primary["gate_measured"].sel(gate="units_beyond"))
+    need = int(primary["gate_threshold"].sel(gate="units_beyond"))
+    slope = v.sel(test="cifar10h_slope")
+    if not float(slope["ci_low"]) > 0:
+        return (f"Offline, the primary test lacks independent units beyond the optimum ({units}; it needs {need}): "
+                "more training runs (more seeds in the early-stopping chapter) would add them.")
+    return (f"Offline, the alignment measure still rises at the most accurate networks here: its slope at the top is "
+            f"{float(slope['estimate']):+.2f} (95% CI {float(slope['ci_low']):+.2f} to {float(slope['ci_high']):+.2f}, "
+            f"a secondary row), so a split-half optimum falls at or near the top, with {units} independent unit(s) "
+            f"beyond it where the primary test needs {need}. More seeds of the same small networks would add units "
+            "near the top but would not move the optimum below them; what could pass the gate are CIFAR-10 networks "
+            "more accurate than the pretrained ResNets here (if the measure turns down beyond them), or the `full` "
+            "profile's ImageNet networks on BAPPS.")
