@@ -137,11 +137,15 @@ DERIVED: dict[str, dict[str, str]] = {
                        r"raw KL falls by ([\d.]+) nats": "mean raw KL, first minus last epoch",
                        r"is ([\d.]+)% of the fall": "mean held-out gain over the mean calibrated-KL fall"},
     "human_alignment": {r"and ([\d.]+) as the mean of the \d+ observers": "mean shape bias of the human observers",
-                        r"(\d+) of the \d+ models average above 1": "count of serre-lab models above the ceiling"},
-    "inverted_u": {r"sign test p = ([\d.e−-]+)": "binomial sign test on the counts of Table 1's cells"},
+                        r"(\d+) of the \d+ models average above 1": "count of serre-lab models above the ceiling",
+                        r"results took ([\d.]+) min": "the elapsed_s of the page's four results files, summed"},
+    "inverted_u": {r"sign test p = ([\d.e−-]+)": "binomial sign test on the counts of Table 1's cells",
+                   r"(\d+) CIFAR-10 points: \d+ pretrained models and (\d+) checkpoints": "counts of points",
+                   r"\((\d+) points, (\d+) independent units": "points and models + runs of a fitted curve"},
 }
 READS = {"inverted_u": ("early_stopping", "human_alignment"), "human_alignment": ("early_stopping",)}
 RAW_LIMIT = 100  # a larger array (per image, trial or table row) counts only through its means, mins and maxes
+UNITS = {"%": 100, "min": 1 / 60}  # a percentage of a stored fraction, minutes of stored seconds (elapsed_s)
 MARKDOWN = ("text/markdown", "application/papermill.record/text/markdown")  # displayed, glued
 TEXT_NUMBER = re.compile(r"[−+-]?\d+(?:,\d{3})*(?:\.\d+)?(?:e[−+-]?\d+)?")
 
@@ -177,11 +181,12 @@ def _stored_numbers(ds: xr.Dataset) -> np.ndarray:
 
 
 def _published_numbers() -> np.ndarray:
-    """The numbers of the transcribed published tables (`data.table("published/...")`)."""
-    from tradeoffs import data
+    """The numbers of the transcribed published tables (`data.table("published/...")`) and of the model catalogue
+    (published top-1, input sizes, parameters)."""
+    from tradeoffs import data, models
 
-    return np.abs(np.concatenate([_numbers_of_text(data.table(n).to_csv()) for n in data.table_names()
-                                  if n.startswith("published/")]))
+    tables = [data.table(n) for n in data.table_names() if n.startswith("published/")]
+    return np.abs(np.concatenate([_numbers_of_text(t.to_csv()) for t in [*tables, models.available()]]))
 
 
 def _blank_groups(m: re.Match) -> str:
@@ -194,7 +199,7 @@ def _blank_groups(m: re.Match) -> str:
 
 def unmatched(markdown: str, stored: np.ndarray, known: set[str], derived: Iterable[str] = ()) -> list[str]:
     """Numbers in `markdown` that are neither declared (`known`, as typed) nor a stored value as rounded on the page
-    (a number followed by % may also be a stored fraction); the groups of the `derived` patterns are left out."""
+    (in `UNITS`, a stored fraction or seconds); the groups of the `derived` patterns are left out."""
     for pattern in derived:
         markdown = re.sub(pattern, _blank_groups, markdown)
     text, found = test_prose.without_skipped(markdown), []
@@ -204,7 +209,8 @@ def unmatched(markdown: str, stored: np.ndarray, known: set[str], derived: Itera
             continue
         x = abs(float(token.replace(",", "")))
         decimals = len(token.split(".")[1]) if "." in token else 0
-        scales = [1, 100] if text[m.end():].lstrip().startswith("%") else [1]
+        after = text[m.end():].lstrip()
+        scales = [1, *(scale for unit, scale in UNITS.items() if after.startswith(unit))]
         if not any((np.abs(stored * s - x) <= 0.5 * 10.0 ** -decimals + 1e-9 * x).any() for s in scales):
             found.append(f"{token} in “…{' '.join(text[max(0, m.start() - 50):m.end() + 20].split())}…”")
     return found
