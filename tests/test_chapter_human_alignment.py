@@ -87,6 +87,15 @@ def test_texts_from_stored_results():
     assert f"The CIFAR-10H row has {cifar.sizes['model']} models" in text
 
 
+def test_outlook_says_whether_the_full_profile_has_run(isolated):
+    obs, harm = stored("observers"), stored("harmonization")
+    assert "would support the claim where this page cannot. It has not been run here: there are no `full` results." \
+        in ch.outlook_text(obs, harm)
+    store.save(obs, claims.result_name("human_alignment", "observers", "full"), profile="full", parameters={},
+               elapsed_s=0.0)
+    assert "Its stored results exist." in ch.outlook_text(obs, harm)
+
+
 def test_harmonization_text_describes_the_shape_and_the_score():
     harm = stored("harmonization")
     text = ch.harmonization_text(harm)

@@ -606,6 +606,13 @@ def verdict_text(trials: xr.Dataset, obs: xr.Dataset, cifar: xr.Dataset, harm: x
         "cache takes a small fraction of that.")
 
 
+def _full_run_text() -> str:
+    """Whether this chapter has stored `full` results."""
+    if (results.results_dir() / f"{claims.result_name(CLAIM, 'observers', 'full')}.nc").exists():
+        return "Its stored results exist."
+    return "It has not been run here: there are no `full` results."
+
+
 def outlook_text(obs: xr.Dataset, harm: xr.Dataset) -> str:
     """What would change the verdict: the range our models span against the serre-lab vertex, and the full profile."""
     top1 = _groups(obs)[1]["top1"].to_pandas()
@@ -616,10 +623,10 @@ def outlook_text(obs: xr.Dataset, harm: xr.Dataset) -> str:
         f"The {len(top1)} offline mobile ImageNet networks scored here span {top1.min():.1f}–{top1.max():.1f}% "
         f"published top-1 and come from {families} families; the serre-lab table's fitted vertex lies at {vertex:.1f}% "
         f"top-1, with {int(harm['spearman_n'].sel(side='below'))} of its {harm.sizes['model']} models below it "
-        f"(models of ours above it: {int((top1 > vertex).sum())}). The `full` profile adds {len(TIMM_ZOO)} timm "
-        "models up to ViT, Swin and ConvNeXt (its `timm_models` parameter), scores them on the same human trials, and "
-        "runs the paper's own measure on ClickMe maps; a negative correlation there, above the vertex, would support "
-        "the claim where this page cannot. For CIFAR-10H, four pretrained networks are too few for a decisive "
+        f"(models of ours above it: {int((top1 > vertex).sum())}). The `full` profile would add {len(TIMM_ZOO)} "
+        "timm models up to ViT, Swin and ConvNeXt (its `timm_models` parameter), score them on the same human trials, "
+        "and run the paper's own measure on ClickMe maps; a negative correlation there, above the vertex, would "
+        f"support the claim where this page cannot. {_full_run_text()} For CIFAR-10H, four pretrained networks are too few for a decisive "
         "interval; the checkpoints of the early-stopping chapter give many more accuracy levels, but within a few "
         "training runs, so they are shown and not counted as independent models. Fel et al.'s own evidence that the "
         "trade-off is not inevitable, the neural harmonizer (a training routine that in their words both aligns "
