@@ -135,4 +135,4 @@ def test_summary_names_the_fit_and_the_distance_comparison(isolated):
 def test_bapps_text_says_what_full_would_run_and_that_it_has_not(isolated):
     text = ch.bapps_not_run_text("default")
     assert f"score {len(ch.BAPPS_ZOO)} timm models ({ch.BAPPS_ZOO[0]} to {ch.BAPPS_ZOO[-1]}" in text
-    assert "first 10000 test images" in text and text.endswith("it has not been run here: there are no `full` results.")
+    assert "first 10,000 test images" in text and text.endswith("it has not been run here: there are no `full` results.")
