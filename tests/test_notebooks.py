@@ -131,11 +131,18 @@ def test_every_figure_cell_has_alt_text(name: str) -> None:
 # Numbers a page prints that are derived from stored values but stored nowhere themselves, per notebook: a pattern of
 # the page's markdown output (its groups are the derived numbers) and why it is not a stored value.
 DERIVED: dict[str, dict[str, str]] = {
-    "anynetx_subsets": {r"Tuggener et al.'s (\d+)–(\d+) M multiply-add": "PAPER_BAND, declared in multiply-adds"},
-    "dataset_correlation": {r"published top-1 by at most ([\d.]+) points": "max |timm − torchvision| top-1"},
+    "anynetx_subsets": {r"Tuggener et al.'s (\d+)–(\d+) M multiply-add": "PAPER_BAND, declared in multiply-adds",
+                        r"(?:([\d,]+) training and )?([\d,]+)(?:–([\d,]+))? test images": "classes × per class",
+                        r"add up to (\d+) minutes": "the stored train_seconds, summed",
+                        r"is ([\d.]+)–([\d.]+) times the noise": "spread across architectures over measurement noise",
+                        r"data sets is (\S+) for \S+ and (\S+) for": "attenuation-corrected correlations",
+                        r"budget: (\d+) SGD steps on .+? against (\d+) on": "epochs × images ÷ batch size"},
+    "dataset_correlation": {r"published top-1 by at most ([\d.]+) points": "max |timm − torchvision| top-1",
+                            r"the lowest is \S+ \(r = ([\d.−-]+)\)": "the smallest per-data-set Pearson r"},
     "early_stopping": {r"accounts for at most ([\d.]+) nats": "max over epochs of mean raw − calibrated KL",
                        r"raw KL falls by ([\d.]+) nats": "mean raw KL, first minus last epoch",
-                       r"is ([\d.]+)% of the fall": "mean held-out gain over the mean calibrated-KL fall"},
+                       r"is ([\d.]+)% of the fall": "mean held-out gain over the mean calibrated-KL fall",
+                       r"runs took ([\d.]+) min in all": "the runs' training times, summed"},
     "human_alignment": {r"and ([\d.]+) as the mean of the \d+ observers": "mean shape bias of the human observers",
                         r"(\d+) of the \d+ models average above 1": "count of serre-lab models above the ceiling",
                         r"results took ([\d.]+) min": "the elapsed_s of the page's four results files, summed"},
@@ -143,9 +150,11 @@ DERIVED: dict[str, dict[str, str]] = {
                    r"(\d+) CIFAR-10 points: \d+ pretrained models and (\d+) checkpoints": "counts of points",
                    r"\((\d+) points, (\d+) independent units": "points and models + runs of a fitted curve"},
 }
-READS = {"inverted_u": ("early_stopping", "human_alignment"), "human_alignment": ("early_stopping",)}
+READS = {"inverted_u": ("early_stopping", "human_alignment"), "human_alignment": ("early_stopping",)}  # others' files
+BENCHMARKS = REPO / "data" / "benchmarks"  # the stored benchmark runs the performance page shows
 RAW_LIMIT = 100  # a larger array (per image, trial or table row) counts only through its means, mins and maxes
-UNITS = {"%": 100, "min": 1 / 60}  # a percentage of a stored fraction, minutes of stored seconds (elapsed_s)
+UNITS = {"%": 100, "min": 1 / 60, "M": 1e-6}  # a percentage of a fraction, minutes of seconds, millions
+RANGE_END = re.compile(r"^\s*–\s*[−-]?\d[\d,.]*")
 MARKDOWN = ("text/markdown", "application/papermill.record/text/markdown")  # displayed, glued
 TEXT_NUMBER = re.compile(r"[−+-]?\d+(?:,\d{3})*(?:\.\d+)?(?:e[−+-]?\d+)?")
 
@@ -192,6 +201,8 @@ def _published_numbers() -> np.ndarray:
 def _blank_groups(m: re.Match) -> str:
     text = m.group(0)
     for i in range(1, len(m.groups()) + 1):
+        if m.start(i) < 0:  # an optional group that did not take part
+            continue
         a, b = m.start(i) - m.start(), m.end(i) - m.start()
         text = text[:a] + " " * (b - a) + text[b:]
     return text
@@ -199,7 +210,7 @@ def _blank_groups(m: re.Match) -> str:
 
 def unmatched(markdown: str, stored: np.ndarray, known: set[str], derived: Iterable[str] = ()) -> list[str]:
     """Numbers in `markdown` that are neither declared (`known`, as typed) nor a stored value as rounded on the page
-    (in `UNITS`, a stored fraction or seconds); the groups of the `derived` patterns are left out."""
+    (with a unit of `UNITS`, also a stored value scaled to it); the groups of the `derived` patterns are left out."""
     for pattern in derived:
         markdown = re.sub(pattern, _blank_groups, markdown)
     text, found = test_prose.without_skipped(markdown), []
@@ -209,7 +220,7 @@ def unmatched(markdown: str, stored: np.ndarray, known: set[str], derived: Itera
             continue
         x = abs(float(token.replace(",", "")))
         decimals = len(token.split(".")[1]) if "." in token else 0
-        after = text[m.end():].lstrip()
+        after = RANGE_END.sub("", text[m.end():]).lstrip()  # the unit after "a–b" is a's too
         scales = [1, *(scale for unit, scale in UNITS.items() if after.startswith(unit))]
         if not any((np.abs(stored * s - x) <= 0.5 * 10.0 ** -decimals + 1e-9 * x).any() for s in scales):
             found.append(f"{token} in “…{' '.join(text[max(0, m.start() - 50):m.end() + 20].split())}…”")
@@ -234,9 +245,11 @@ def _markdown_outputs(nb: nbformat.NotebookNode) -> list[str]:
 
 
 def _page_numbers(results: Path, name: str) -> np.ndarray:
-    """The stored values a notebook can print: its own results files, those it reads, the published tables."""
+    """The stored values a notebook can print: its own results files, those it reads (other pages' files, stored
+    benchmarks), the published tables."""
     files = [p for n in (name, *READS.get(name, ())) for p in sorted(results.glob(f"{n}_*_smoke.nc"))
              + sorted(results.glob(f"{n}_smoke.nc"))]
+    files += sorted(BENCHMARKS.glob("*.nc")) if name == "performance" else []
     found = [_published_numbers()]
     for path in files:
         with xr.open_dataset(path) as ds:
