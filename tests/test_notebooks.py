@@ -274,6 +274,7 @@ def test_a_planted_number_is_caught(smoke: Path) -> None:
     nb = nbformat.read(smoke / "book" / "executed" / "inverted_u.ipynb", as_version=4)
     page = _markdown_outputs(nb)[-1]
     stored, known = _page_numbers(smoke / "results", "inverted_u"), test_prose.declared()
-    assert not unmatched(page, stored, known, DERIVED["inverted_u"])
-    planted = unmatched(page.replace(". ", ". The largest gain is 0.7431 points. ", 1), stored, known)
+    derived = DERIVED["inverted_u"]
+    assert not unmatched(page, stored, known, derived)
+    planted = unmatched(page.replace(". ", ". The largest gain is 0.7431 points. ", 1), stored, known, derived)
     assert [p.split(" in ")[0] for p in planted] == ["0.7431"]
