@@ -87,6 +87,15 @@ def test_texts_from_stored_results():
     assert f"The CIFAR-10H row has {cifar.sizes['model']} models" in text
 
 
+def test_outlook_says_whether_the_full_profile_has_run(isolated):
+    obs, harm = stored("observers"), stored("harmonization")
+    assert "would support the claim where this page cannot. It has not been run here: there are no `full` results." \
+        in ch.outlook_text(obs, harm)
+    store.save(obs, claims.result_name("human_alignment", "observers", "full"), profile="full", parameters={},
+               elapsed_s=0.0)
+    assert "Its stored results exist." in ch.outlook_text(obs, harm)
+
+
 def test_harmonization_text_describes_the_shape_and_the_score():
     harm = stored("harmonization")
     text = ch.harmonization_text(harm)
@@ -101,9 +110,16 @@ def test_harmonization_text_describes_the_shape_and_the_score():
 def test_cifar_and_checkpoint_texts_on_synthetic_results():
     cifar = xr.Dataset({"kl": ("model", [0.5, 0.4]), "kl_calibrated": ("model", [0.3, 0.2])},
                        coords={"model": ["cifar10_resnet20", "cifar10_resnet32"],
-                               "published_accuracy": ("model", [91.73, np.nan])},
-                       attrs={"images_source": "a JPEG copy"})
-    text = ch.cifar_text(cifar)
+                               "published_accuracy": ("model", [91.73, np.nan]), "n": ("model", [10_000, 10_000])},
+                       attrs={"images_source": "a JPEG copy", "parameters": '{"n_cifar": null}'})
+    text = ch.cifar_text(cifar, 2000)
+    assert text.startswith("The CIFAR-10 numbers on this page come from all 10,000 CIFAR-10 test images: this page "
+                           "compares the pretrained models only with each other, so it reads every image with "
+                           "CIFAR-10H labels. The inverted-U page scores the same ResNets on the first 2,000 test "
+                           "images only, the images its early-stopping checkpoints are scored on, so its")
+    subset = cifar.assign_coords(n=("model", [500, 500])).assign_attrs(parameters='{"n_cifar": 500}')
+    assert "come from a seeded random sample of 500 CIFAR-10 test images (this profile's setting)." in ch.cifar_text(
+        subset, 400)
     assert "*a JPEG copy*" in text and "(91.7% on the lossless originals)" in text
     assert "lowers it from 0.40–0.50 to 0.20–0.30 nats, so the row judged (`cifar10h`)" in text
     acc = np.array([[[0.2, 0.5, 0.8]], [[0.3, 0.4, 0.6]]])

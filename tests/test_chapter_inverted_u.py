@@ -44,11 +44,16 @@ def test_cifar_points_join_pretrained_models_and_checkpoints_after_epoch_zero():
     assert set(points["source"]) == {"pretrained (Idelbayev)", "resnet8 checkpoints (trained here)"}
     np.testing.assert_allclose(points["alignment"], -np.log(points["kl"]))
     assert points.loc[points["source"] != "pretrained (Idelbayev)", "alignment"].eq(-1).all()
-    text = ch.points_text(points, _cifar([0.91, 0.92]), "")
+    alignment = xr.Dataset(coords={"n": ("model", [10_000, 10_000])}, attrs={"parameters": '{"n_cifar": null}'})
+    text = ch.points_text(points, _cifar([0.91, 0.92]), "", alignment)
     assert text.startswith("6 CIFAR-10 points: 2 pretrained models and 4 checkpoints of 2 runs. ")
-    assert "the first 400 CIFAR-10 test images" in text
+    assert ("the first 400 CIFAR-10 test images, the images the early-stopping checkpoints are scored on, so that "
+            "pretrained models and checkpoints are compared on the same images. The human-alignment page scores the "
+            "same pretrained ResNets on all 10,000 CIFAR-10 test images, so its") in text
     assert "(2.000–2.000 for the 2 pretrained ResNets, 0.500–0.500 after temperature scaling)" in text
-    assert ch.points_text(points, _cifar([0.91, 0.92]), "no checkpoints").startswith("no checkpoints. ")
+    missing = ch.points_text(points, _cifar([0.91, 0.92]), "no checkpoints", None)
+    assert missing.startswith("no checkpoints. Every CIFAR-10 number on this page comes from the first 400 CIFAR-10 "
+                              "test images. The human-alignment page has no stored scores")
     assert len(ch.cifar_points(_cifar([0.91, 0.92]), None)) == 2
 
 
@@ -132,7 +137,7 @@ def test_summary_names_the_fit_and_the_distance_comparison(isolated):
 def test_bapps_text_says_what_full_would_run_and_that_it_has_not(isolated):
     text = ch.bapps_not_run_text("default")
     assert f"score {len(ch.BAPPS_ZOO)} timm models ({ch.BAPPS_ZOO[0]} to {ch.BAPPS_ZOO[-1]}" in text
-    assert "first 10000 test images" in text and text.endswith("it has not been run here: there are no `full` results.")
+    assert "first 10,000 test images" in text and text.endswith("it has not been run here: there are no `full` results.")
 
 
 def test_offline_limit_text_reads_the_stored_verdict() -> None:

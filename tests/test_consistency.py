@@ -19,7 +19,8 @@ RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 CIFAR_TEST = 10_000
 EVALUATED_ON: dict[str, Callable[[xr.Dataset, dict], tuple[str, int]]] = {  # file -> (images, how many)
     "inverted_u_cifar": lambda ds, p: ("CIFAR-10 test (first n)", int(ds.attrs["n_eval"])),
-    "human_alignment_cifar10h": lambda ds, p: ("CIFAR-10 test (first n)", p["n_cifar"] or CIFAR_TEST),
+    "human_alignment_cifar10h": lambda ds, p: (("CIFAR-10 test (first n)", CIFAR_TEST) if p["n_cifar"] is None  # all
+                                               else ("CIFAR-10 test (seeded random n)", p["n_cifar"])),
 }
 
 

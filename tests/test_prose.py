@@ -59,9 +59,15 @@ def declared() -> set[str]:
     return found | set(CONSTANTS)
 
 
-def typed_numbers(text: str) -> list[tuple[str, str]]:
+def without_skipped(text: str) -> str:
+    """`text` with maths, code, citations, numbering, years and link targets blanked out (`SKIP`)."""
     for pattern in SKIP:
         text = pattern.sub(" ", text)
+    return text
+
+
+def typed_numbers(text: str) -> list[tuple[str, str]]:
+    text = without_skipped(text)
     return [(m.group(1).replace("−", "-"), " ".join(text[max(0, m.start() - 40):m.end() + 20].split()))
             for m in NUMBER.finditer(text)]
 

@@ -338,11 +338,36 @@ def cifar_figure(cifar: xr.Dataset) -> Figure:
     return fig
 
 
-def cifar_text(cifar: xr.Dataset) -> str:
-    """Why raw KL is not the row judged, which CIFAR-10 images were read, and why the accuracies are lower."""
+def images_text(cifar: xr.Dataset) -> str:
+    """Which CIFAR-10 test images `load_cifar` scored, from the stored file."""
+    n = int(cifar["n"].max())
+    if store.parameters_of(cifar).get("n_cifar") is None:
+        return f"all {n:,} CIFAR-10 test images"
+    return f"a seeded random sample of {n:,} CIFAR-10 test images"
+
+
+def inverted_u_images(profile: str) -> int:
+    """How many of the first CIFAR-10 test images the inverted-U page scores the same ResNets on: its stored file's
+    n, or its profile's setting before that page has run (it runs after this one)."""
+    try:
+        return int(store.load(claims.result_name("inverted_u", "cifar", profile)).attrs["n_eval"])
+    except TradeoffsError:
+        inverted_u = importlib.import_module("tradeoffs.chapters.inverted_u")  # not at the top: it imports this module
+        return int(inverted_u.PROFILES[profile]["n_eval"])
+
+
+def cifar_text(cifar: xr.Dataset, n_inverted_u: int) -> str:
+    """Which CIFAR-10 images were read and why, how the inverted-U page's scores of the same models differ, why raw
+    KL is not the row judged, and why the accuracies are lower than the published ones."""
     published = cifar["published_accuracy"].to_pandas().dropna()
     kl, scaled = cifar["kl"].to_pandas(), cifar["kl_calibrated"].to_pandas()
-    return ("Raw KL is dominated by each model's softmax temperature (its calibration, not where it hesitates): "
+    every = store.parameters_of(cifar).get("n_cifar") is None
+    return (f"The CIFAR-10 numbers on this page come from {images_text(cifar)}"
+            + (": this page compares the pretrained models only with each other, so it reads every image with "
+               "CIFAR-10H labels. " if every else " (this profile's setting). ")
+            + f"The inverted-U page scores the same ResNets on the first {n_inverted_u:,} test images only, the "
+            "images its early-stopping checkpoints are scored on, so its accuracies and KLs differ from these. "
+            "Raw KL is dominated by each model's softmax temperature (its calibration, not where it hesitates): "
             f"temperature scaling alone lowers it from {kl.min():.2f}–{kl.max():.2f} to "
             f"{scaled.min():.2f}–{scaled.max():.2f} nats, so the row judged (`cifar10h`) uses the temperature-scaled "
             "KL. "
@@ -581,6 +606,13 @@ def verdict_text(trials: xr.Dataset, obs: xr.Dataset, cifar: xr.Dataset, harm: x
         "cache takes a small fraction of that.")
 
 
+def _full_run_text() -> str:
+    """Whether this chapter has stored `full` results."""
+    if (results.results_dir() / f"{claims.result_name(CLAIM, 'observers', 'full')}.nc").exists():
+        return "Its stored results exist."
+    return "It has not been run here: there are no `full` results."
+
+
 def outlook_text(obs: xr.Dataset, harm: xr.Dataset) -> str:
     """What would change the verdict: the range our models span against the serre-lab vertex, and the full profile."""
     top1 = _groups(obs)[1]["top1"].to_pandas()
@@ -591,10 +623,10 @@ def outlook_text(obs: xr.Dataset, harm: xr.Dataset) -> str:
         f"The {len(top1)} offline mobile ImageNet networks scored here span {top1.min():.1f}–{top1.max():.1f}% "
         f"published top-1 and come from {families} families; the serre-lab table's fitted vertex lies at {vertex:.1f}% "
         f"top-1, with {int(harm['spearman_n'].sel(side='below'))} of its {harm.sizes['model']} models below it "
-        f"(models of ours above it: {int((top1 > vertex).sum())}). The `full` profile adds {len(TIMM_ZOO)} timm "
-        "models up to ViT, Swin and ConvNeXt (its `timm_models` parameter), scores them on the same human trials, and "
-        "runs the paper's own measure on ClickMe maps; a negative correlation there, above the vertex, would support "
-        "the claim where this page cannot. For CIFAR-10H, four pretrained networks are too few for a decisive "
+        f"(models of ours above it: {int((top1 > vertex).sum())}). The `full` profile would add {len(TIMM_ZOO)} "
+        "timm models up to ViT, Swin and ConvNeXt (its `timm_models` parameter), score them on the same human trials, "
+        "and run the paper's own measure on ClickMe maps; a negative correlation there, above the vertex, would "
+        f"support the claim where this page cannot. {_full_run_text()} For CIFAR-10H, four pretrained networks are too few for a decisive "
         "interval; the checkpoints of the early-stopping chapter give many more accuracy levels, but within a few "
         "training runs, so they are shown and not counted as independent models. Fel et al.'s own evidence that the "
         "trade-off is not inevitable, the neural harmonizer (a training routine that in their words both aligns "

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .. import claims, data, features, metrics, observers, perceptual, plots, registry, results, stats, store, verdicts
 from .. import models as zoo
 from ..errors import TradeoffsError
+from . import human_alignment
 from . import settings as _settings
 
 PRETRAINED_CIFAR = ["cifar10_resnet20", "cifar10_resnet32", "cifar10_resnet44", "cifar10_resnet56"]
@@ -301,18 +302,33 @@ def chance(human_probs: np.ndarray) -> float:
     return 1 / human_probs.shape[1]
 
 
-def points_text(points: pd.DataFrame, cifar: xr.Dataset, early_note: str) -> str:
-    """What the CIFAR-10 points are (or why the checkpoints are missing), the images they are scored on, and why the
-    alignment measure is the temperature-scaled KL."""
+def alignment_cifar(profile: str) -> xr.Dataset | None:
+    """The human-alignment chapter's stored scores of the pretrained CIFAR-10 ResNets, or None before it has run."""
+    try:
+        return store.load(claims.result_name("human_alignment", "cifar10h", profile))
+    except TradeoffsError:
+        return None
+
+
+def points_text(points: pd.DataFrame, cifar: xr.Dataset, early_note: str, alignment: xr.Dataset | None) -> str:
+    """What the CIFAR-10 points are (or why the checkpoints are missing), the images they are scored on and why, how
+    the human-alignment page's scores of the same models differ, and why the alignment measure is the
+    temperature-scaled KL."""
     n_pretrained, n_eval = cifar.sizes["model"], int(cifar.attrs["n_eval"])
     what = early_note or (f"{len(points)} CIFAR-10 points: {n_pretrained} pretrained models and "
                           f"{len(points) - n_pretrained} checkpoints of {points['unit'].nunique() - n_pretrained} "
                           "runs")
+    why = "" if early_note else (", the images the early-stopping checkpoints are scored on, so that pretrained "
+                                 "models and checkpoints are compared on the same images")
+    other = ("The human-alignment page has no stored scores of these models for this profile." if alignment is None
+             else f"The human-alignment page scores the same pretrained ResNets on "
+                  f"{human_alignment.images_text(alignment)}, so its accuracies and KLs for them differ from these.")
     raw, scaled = cifar["kl"].values, cifar["kl_calibrated"].values
-    return (f"{what}. Every CIFAR-10 number on this page comes from the first {n_eval} CIFAR-10 test images. Raw KL "
-            f"to CIFAR-10H is dominated by the softmax temperature, that is by calibration ({raw.min():.3f}–"
-            f"{raw.max():.3f} for the {n_pretrained} pretrained ResNets, {scaled.min():.3f}–{scaled.max():.3f} "
-            "after temperature scaling), so the alignment measure tested here is the temperature-scaled KL.")
+    return (f"{what}. Every CIFAR-10 number on this page comes from the first {n_eval:,} CIFAR-10 test images{why}. "
+            f"{other} Raw KL to CIFAR-10H is dominated by the softmax temperature, that is by calibration "
+            f"({raw.min():.3f}–{raw.max():.3f} for the {n_pretrained} pretrained ResNets, {scaled.min():.3f}–"
+            f"{scaled.max():.3f} after temperature scaling), so the alignment measure tested here is the "
+            "temperature-scaled KL.")
 
 
 def points_range(points: pd.DataFrame) -> pd.DataFrame:
@@ -531,7 +547,7 @@ def bapps_not_run_text(profile: str) -> str:
     return (f"Not run in profile {profile}: the BAPPS images are not available offline. The `full` profile would "
             f"download BAPPS and score {len(full['bapps_models'])} timm models ({full['bapps_models'][0]} to "
             f"{full['bapps_models'][-1]}, at their own input size, not the paper's 64 px) on its 2AFC validation set, "
-            f"and compute the CIFAR-10 measures on the first {full['n_eval']} test images; "
+            f"and compute the CIFAR-10 measures on the first {full['n_eval']:,} test images; "
             + ("its stored results exist." if run else "it has not been run here: there are no `full` results."))
 
 
@@ -634,7 +650,7 @@ def summary_text(k: Kumar, curves: Curves, fits: dict[str, dict], dist: xr.Datas
     for name in (CIFAR, BAPPS):
         if name in fits:
             unit, scale = ("%", 1) if "ImageNet" in name else ("", 100)
-            images = "" if name == BAPPS else f"; the first {n_eval} CIFAR-10 test images"
+            images = "" if name == BAPPS else f"; the first {n_eval:,} CIFAR-10 test images"
             parts.append(f"**{name}** ({fits[name]['n']} points, {fits[name]['units']} independent units{images}): "
                          f"{_optimum_text(fits[name], unit)}; the widest stretch of accuracy without a point spans "
                          f"{scale * stats.largest_gap(curves[name][0]):.3g} accuracy points.")
@@ -651,7 +667,7 @@ def summary_text(k: Kumar, curves: Curves, fits: dict[str, dict], dist: xr.Datas
                  "distance.")
     n_pretrained = cifar.sizes["model"]
     parts.append(f"Scored here: {n_pretrained} pretrained CIFAR-10 ResNets plus "
-                 f"{points['unit'].nunique() - n_pretrained} training runs, on the first {n_eval} CIFAR-10 test "
+                 f"{points['unit'].nunique() - n_pretrained} training runs, on the first {n_eval:,} CIFAR-10 test "
                  f"images, not the paper's {k.number('n_networks', 'whole study'):g} ImageNet networks on BAPPS.")
     return "\n\n".join(parts)
 
