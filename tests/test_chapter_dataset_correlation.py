@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_settings_resolve_the_profile_and_keep_it_where_a_parameter_is_none() -> None:
     P = ch.settings("default", {"models": None, "n_test": None, "n_train": 20, "device": "cpu", "seed": 3})
     assert P["models"] == ch.OFFLINE and len(P["models"]) == 11
-    assert P["n_test"] == 150 and P["n_train"] == 20 and P["device"] == "cpu" and P["seed"] == 3
+    assert P["n_test"] == 1000 and P["n_train"] == 20 and P["device"] == "cpu" and P["seed"] == 3
     assert P["datasets"] == ["CIFAR-10", "Fashion-MNIST"] and P["Cs"] == [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
     assert ch.settings("smoke", {})["n_test"] == 50 and ch.settings("full", {})["finetune_models"] == ch.ZOO
 
@@ -63,7 +63,8 @@ def test_measured_and_comparison_reproduce_the_stored_verdict(data_root) -> None
     assert "their 16 networks between ImageNet top-1 and transfer accuracy on 12 data sets: r = 0.96" in text
     assert f"r = {pooled['r']:.2f} [{pooled['ci_low']:.3f}, {pooled['ci_high']:.3f}]" in text
     assert pooled["ci_high"] < 0.96 and f"excludes 0.96 (it ends at {pooled['ci_high']:.3f})" in text
-    assert "n = 150 test images per data set, so one probe score has a binomial SD of 4.0 points (CIFAR-10)" in text
+    sd = 100 * ch._noise(pr)["CIFAR-10"]["sampling"]
+    assert f"n = 1000 test images per data set, so one probe score has a binomial SD of {sd:.1f} points (CIFAR-10)" in text
     models = ch.probed_models_text(pr)
     assert models.startswith("The 11 probed ImageNet models are offline mobile networks: 3 EfficientNet-Lite")
     assert "8 TFLite MobileNets" in models and "from 39.9 to 77.5 %" in models and "128 to 260 px" in models
