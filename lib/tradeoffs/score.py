@@ -40,6 +40,7 @@ from .errors import TradeoffsError
 NOTEBOOK = "score_model"
 REFERENCE = "default"  # the profile whose stored results the model is compared with
 SCORE_PROFILES = ("smoke", "default")
+EXAMPLES = {"smoke": "mobilenet_v1_0.25_128_quant", "default": "efficientnet_lite2"}  # the book page's example model
 IMAGENET, CIFAR10 = "imagenet", "cifar10"
 MVH_COLUMNS = ("subj", "session", "trial", "rt", "object_response", "category", "condition", "imagename")
 MVH_FILE = re.compile(r"(?P<dataset>[^_]+)_(?P<model>.+)_session-1\.csv")
