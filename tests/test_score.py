@@ -15,6 +15,7 @@ import torch
 import xarray as xr
 
 from tradeoffs import data, models, observers, score, store
+from tradeoffs.chapters import score_model as page
 from tradeoffs.errors import TradeoffsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +155,7 @@ def test_command_scores_an_offline_imagenet_model(with_references: Path, tmp_pat
     own = ds.sel(comparison=(ds["reference"] == "the project's offline ImageNet models").values)
     assert (own["n_reference"] == 10).all(), "the model itself is left out of its references"
     assert ((ds["percentile"] >= 0) & (ds["percentile"] <= 100)).all()
-    assert len(list((tmp_path / "fig").glob("*.png"))) == len(score.FIGURES)
+    assert len(list((tmp_path / "fig").glob("*.png"))) == len(page.FIGURES)
     back = score.read_mvh_folder(csv)  # the trials written in model-vs-human's format give the stored scores back
     human = data.human_trials(list(data.STIMULUS_SETS))
     table = observers.observer_table(pd.concat([observers.restrict(human, back), back])).sel(observer=OFFLINE)
@@ -176,6 +177,6 @@ def test_command_scores_a_cifar10_checkpoint(with_references: Path, tmp_path: Pa
     assert ds["status"].sel(measure="top1").item().startswith("unknown")
     assert 0.5 < value["cifar10_accuracy"] < 1 and np.isfinite(value["cifar10h_alignment"])
     assert ds["status"].sel(measure="shape_bias").item().startswith("not applicable")
-    assert score.trials(ds).empty and isinstance(score.card_table(ds), pd.DataFrame)
-    assert score.human_alignment_figure(ds) is not None and score.probe_figure(ds) is None
+    assert score.trials(ds).empty and isinstance(page.card_table(ds), pd.DataFrame)
+    assert page.human_alignment_figure(ds) is not None and page.probe_figure(ds) is None
     assert isinstance(ds, xr.Dataset)

@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
-from matplotlib.figure import Figure
 
-from . import claims, data, features, metrics, models, observers, perceptual, plots, probes, results, store
+from . import claims, data, features, metrics, models, observers, perceptual, probes, results, store
 from .chapters import dataset_correlation as dc
 from .chapters import human_alignment as ha
 from .chapters import inverted_u as iu
@@ -40,7 +39,6 @@ from .errors import TradeoffsError
 NOTEBOOK = "score_model"
 REFERENCE = "default"  # the profile whose stored results the model is compared with
 SCORE_PROFILES = ("smoke", "default")
-EXAMPLES = {"smoke": "mobilenet_v1_0.25_128_quant", "default": "efficientnet_lite2"}  # the book page's example model
 IMAGENET, CIFAR10 = "imagenet", "cifar10"
 MVH_COLUMNS = ("subj", "session", "trial", "rt", "object_response", "category", "condition", "imagename")
 MVH_FILE = re.compile(r"(?P<dataset>[^_]+)_(?P<model>.+)_session-1\.csv")
@@ -76,10 +74,6 @@ NEEDS = {
     "imagenet_only": "not applicable: needs the 1000 ImageNet outputs (the 16-class decision and the probes' "
                      "ImageNet features)",
     "cifar_only": "not applicable: needs a CIFAR-10 classifier (10-way distributions compared with CIFAR-10H's)",
-}
-NOT_PER_MODEL = {
-    "early_stopping": "compares the checkpoints of one training run (when to stop), not one trained model",
-    "anynetx_subsets": "compares architectures trained on ImageNet-like subsets, not one trained model",
 }
 
 
@@ -126,9 +120,9 @@ def candidate(name: str, *, weights: str | None = None, arch: str | None = None,
     kind = _kind(model, _outputs(model))
     if top1 is not None:
         return Candidate(model, kind, float(top1), "given by the user (--top1)")
-    if model.meta.top1 is not None:  # the catalogue says where its number comes from in its notes or source
-        where = next((s for s in (model.meta.notes, model.meta.source) if "top1" in s), model.meta.source)
-        return Candidate(model, kind, float(model.meta.top1), f"published; the model catalogue's record: {where}")
+    if model.meta.top1 is not None:
+        return Candidate(model, kind, float(model.meta.top1), "published (the model catalogue, `models.load`, says "
+                         "where from in the model's source and notes)")
     return Candidate(model, kind, math.nan, "unknown: not in timm's results table and not given (pass --top1)")
 
 
@@ -359,14 +353,16 @@ def _dataset(c: Candidate, values: Mapping[str, float], trials: pd.DataFrame | N
         ds = ds.merge(observers.trials_to_dataset(trials).rename(observer="scored"))
     if "inverted_u_accuracy" in values:
         ds["inverted_u_accuracy"] = values["inverted_u_accuracy"]
-    return ds.assign_attrs(model=c.model.name, kind=c.kind, source=c.model.meta.source, licence=c.model.meta.licence,
+    meta = c.model.meta
+    return ds.assign_attrs(model=meta.name, kind=c.kind, source=meta.source, notes=meta.notes, licence=meta.licence,
                            top1_source=c.top1_source, input_size=str(tuple(c.model.preprocess.input_size)),
-                           num_params=c.model.meta.num_params, reference_profile=REFERENCE)
+                           num_params=meta.num_params, reference_profile=REFERENCE)
 
 
 # ---------------------------------------------------------------- references and ranks
 
-def _load(name: str) -> xr.Dataset | None:
+def stored(name: str) -> xr.Dataset | None:
+    """A stored results file, or None when there is none (a reference not computed yet)."""
     try:
         return store.load(name)
     except TradeoffsError:
@@ -375,7 +371,7 @@ def _load(name: str) -> xr.Dataset | None:
 
 def _project_observers() -> xr.Dataset | None:
     """The human-alignment chapter's pretrained ImageNet models (stored observer table), or None."""
-    obs = _load(claims.result_name("human_alignment", "observers", REFERENCE))
+    obs = stored(claims.result_name("human_alignment", "observers", REFERENCE))
     if obs is None:
         return None
     keep = ((obs["kind"] == "model") & (obs["weights"] == "pretrained")).values
@@ -383,7 +379,7 @@ def _project_observers() -> xr.Dataset | None:
 
 
 def _project_probes() -> xr.Dataset | None:
-    pr = _load(claims.result_name("dataset_correlation", "probes", REFERENCE))
+    pr = stored(claims.result_name("dataset_correlation", "probes", REFERENCE))
     return None if pr is None else pr.sel(model=(pr["weights"] == "pretrained").values)
 
 
@@ -422,7 +418,7 @@ def _references(c: Candidate, published: xr.Dataset | None) -> Iterable[tuple[st
             for d in pr["dataset"].values:
                 yield f"probe_{d}", "the project's offline ImageNet models", pr["accuracy"].sel(dataset=d).to_pandas()
         return
-    cifar = _load(claims.result_name("human_alignment", "cifar10h", REFERENCE))
+    cifar = stored(claims.result_name("human_alignment", "cifar10h", REFERENCE))
     if cifar is not None:
         for m, k in _CIFAR10H.items():
             yield m, "the project's pretrained CIFAR-10 ResNets", cifar[k].to_pandas()
@@ -435,7 +431,7 @@ def _references(c: Candidate, published: xr.Dataset | None) -> Iterable[tuple[st
 
 
 def _cifar_points() -> pd.DataFrame | None:
-    cifar = _load(claims.result_name("inverted_u", "cifar", REFERENCE))
+    cifar = stored(claims.result_name("inverted_u", "cifar", REFERENCE))
     if cifar is None:
         return None
     return iu.cifar_points(cifar, iu.load_early(iu.settings(REFERENCE, {}), REFERENCE)[0])
@@ -464,142 +460,11 @@ def _ranks(c: Candidate, values: Mapping[str, float], published: xr.Dataset | No
     return rows
 
 
-# ---------------------------------------------------------------- the scorecard
-
-def card_table(ds: xr.Dataset) -> pd.DataFrame:
-    """One row per measure: value, status, and each comparison (rank of n, percentile, range of the references)."""
-    values = ds[["value", "label", "status", "claims"]].to_dataframe()
-    if "comparison" not in ds.dims:
-        return values.set_index("label")
-    comp = ds[["comparison_measure", "reference", "n_reference", "rank", "percentile", "reference_min",
-               "reference_max"]].to_dataframe()
-    comp["rank"] = [f"{r} of {n + 1}" for r, n in zip(comp["rank"], comp["n_reference"])]
-    comp["range of the references"] = [f"{lo:.3g}–{hi:.3g}" for lo, hi in zip(comp["reference_min"],
-                                                                                comp["reference_max"])]
-    table = values.join(comp.set_index("comparison_measure")[["reference", "rank", "percentile",
-                                                              "range of the references"]], how="left")
-    table = table.set_index("label").round({"value": 3, "percentile": 0}).astype(object)
-    return table.where(table.notna(), "")
-
-
-def card_text(ds: xr.Dataset) -> str:
-    """What was scored, how, against what, what does not apply and why, and how long it took."""
-    kind = "an ImageNet classifier" if ds.attrs["kind"] == IMAGENET else "a CIFAR-10 classifier"
-    parameters = store.parameters_of(ds)
-    measured = [str(m) for m in ds["measure"].values if ds["status"].sel(measure=m).item() == "measured"]
-    n = parameters["n_images"]
-    stimuli = ("all model-vs-human stimuli of the three data sets" if not n else
-               "a seeded subset of the stimuli (" + ", ".join(f"{v} {k}" for k, v in n.items()) + ")")
-    text = (f"`{ds.attrs['model']}` is {kind} ({ds.attrs['source']}; input {ds.attrs['input_size']}, "
-            f"{int(ds.attrs['num_params']):,} parameters). Accuracy: {_top1_words(ds)}. Profile "
-            f"`{ds.attrs['profile']}`: {len(measured)} measures computed"
-            + (f" on {stimuli}, linear probes on {parameters['n_train']} training, {parameters['n_val']} validation "
-               f"and {parameters['n_test']} test images per data set" if ds.attrs["kind"] == IMAGENET else "")
-            + f". The references are the project's stored `{REFERENCE}` results"
-            + (" (computed on all stimuli: a smoke score is indicative only)" if ds.attrs["profile"] != REFERENCE
-               else "") + "; a model scored under its own name is left out of its references. "
-            f"Scoring took {float(ds.attrs['elapsed_s']) / 60:.1f} min on {ds.attrs['device']}. ")
-    return text + " ".join(f"{claims.claim(c).title}: does not apply ({why})." for c, why in NOT_PER_MODEL.items())
-
-
-def _top1_words(ds: xr.Dataset) -> str:
-    top1 = float(ds["value"].sel(measure="top1"))
-    label = ds["label"].sel(measure="top1").item()
-    if not math.isfinite(top1):
-        return f"{label} unknown (not in timm's results table; pass --top1), so it is drawn as a line, not a point"
-    return f"{label} {top1:.1f} ({ds.attrs['top1_source']})"
-
-
-def _value(ds: xr.Dataset, measure: str) -> float:
-    return float(ds["value"].sel(measure=measure))
-
-
-def _label(ds: xr.Dataset) -> str:
-    return f"{ds.attrs['model']} (scored here)"
-
-
-def _axis(fig: Figure, title: str):
-    return next(ax for ax in fig.axes if ax.get_title().replace("\n", " ") == title)
-
-
-def inverted_u_figure(ds: xr.Dataset) -> Figure | None:
-    """The inverted U's main figure (stored `default` results) with the model on the panels of its measures."""
-    P = iu.settings(REFERENCE, {"seed": 0})
-    cifar, imagenet_obs = _load(claims.result_name("inverted_u", "cifar", REFERENCE)), _project_observers()
-    if cifar is None or imagenet_obs is None:
-        return None
-    points = iu.cifar_points(cifar, iu.load_early(P, REFERENCE)[0])
-    imagenet, _ = iu.load_imagenet(P, REFERENCE)
-    curves = iu.curves(points, imagenet)
-    fig = iu.fits_figure(curves, iu.fit(curves, P), points, 0.1, imagenet.attrs.get("human_kappa"))
-    if ds.attrs["kind"] == IMAGENET:
-        top1 = _value(ds, "top1")
-        plots.highlight(_axis(fig, iu.EC), top1, _value(ds, "error_consistency"), _label(ds))
-        plots.highlight(_axis(fig, iu.SHAPE), top1, _value(ds, "shape_bias"), _label(ds))
-    else:
-        acc = float(ds["inverted_u_accuracy"])
-        plots.highlight(_axis(fig, iu.CIFAR), acc, _value(ds, "cifar10h_alignment"), _label(ds))
-        plots.highlight(_axis(fig, iu.NN), acc, _value(ds, "nn_human_prob"), _label(ds))
-    return fig
-
-
-def human_alignment_figure(ds: xr.Dataset) -> Figure | None:
-    """The human-alignment chapter's offline-proxy figure (shape bias and error consistency against top-1, or
-    CIFAR-10H for a CIFAR-10 model) with the model marked."""
-    if ds.attrs["kind"] == IMAGENET:
-        obs = _load(claims.result_name("human_alignment", "observers", REFERENCE))
-        if obs is None:
-            return None
-        fig = ha.accuracy_figure(obs)
-        top1 = _value(ds, "top1")
-        plots.highlight(fig.axes[0], top1, _value(ds, "shape_bias"), _label(ds))
-        plots.highlight(fig.axes[1], top1, _value(ds, "error_consistency"), _label(ds))
-        return fig
-    cifar = _load(claims.result_name("human_alignment", "cifar10h", REFERENCE))
-    if cifar is None:
-        return None
-    fig = ha.cifar_figure(cifar)
-    accuracy = 100 * _value(ds, "cifar10_accuracy")
-    plots.highlight(fig.axes[0], accuracy, _value(ds, "cifar10h_kl"), _label(ds))
-    plots.highlight(fig.axes[1], accuracy, _value(ds, "cifar10h_entropy_spearman"), _label(ds))
-    return fig
-
-
-def clickme_figure(ds: xr.Dataset) -> Figure | None:
-    """The human-alignment main figure (serre-lab's ClickMe table) with the model's top-1 as a vertical line: its
-    ClickMe alignment is not measured, so it is not placed on that axis. None without an ImageNet top-1."""
-    harm = _load(claims.result_name("human_alignment", "harmonization", REFERENCE))
-    top1 = _value(ds, "top1")
-    if harm is None or ds.attrs["kind"] != IMAGENET or not math.isfinite(top1):
-        return None
-    fig = ha.harmonization_figure(harm)
-    plots.highlight(fig.axes[0], top1, math.nan, f"{_label(ds)}: top-1 only")
-    fig.axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1))
-    return fig
-
-
-def probe_figure(ds: xr.Dataset) -> Figure | None:
-    """The dataset-correlation chapter's linear-probe figure with the model marked (ImageNet models only)."""
-    pr = _load(claims.result_name("dataset_correlation", "probes", REFERENCE))
-    if pr is None or ds.attrs["kind"] != IMAGENET:
-        return None
-    fig = dc.probe_figure(pr)
-    for ax, d in zip(fig.axes, pr["dataset"].values):
-        plots.highlight(ax, _value(ds, "top1"), _value(ds, f"probe_{d}"), _label(ds), legend=False)
-    fig.legends.clear()  # the figure's one legend, now with the scored model
-    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc="lower center", ncol=3)
-    return fig
-
-
 def trials(ds: xr.Dataset) -> pd.DataFrame:
     """The model's stored trials (`data.TRIAL_COLUMNS`); empty for a CIFAR-10 model."""
     if "scored" not in ds.dims:
         return pd.DataFrame(columns=list(data.TRIAL_COLUMNS))
     return observers.dataset_to_trials(ds[["response"]].rename(scored="observer"))
-
-
-FIGURES = {"inverted_u": inverted_u_figure, "human_alignment": human_alignment_figure, "clickme": clickme_figure,
-           "probes": probe_figure}
 
 
 # ---------------------------------------------------------------- command line
@@ -628,31 +493,19 @@ def main(argv: list[str] | None = None) -> int:
             raise TradeoffsError("name a model to score (python -m tradeoffs.score --list shows the offline ones).")
         ds = score(args.model, profile=args.profile, weights=args.weights, arch=args.arch, top1=args.top1,
                    input_size=args.input_size, bapps=args.bapps, mvh=args.mvh, device=args.device)
-        print(card_text(ds), card_table(ds).to_string(), sep="\n\n")
+        from .chapters import score_model as page
+
+        print(page.card_text(ds), page.card_table(ds).to_string(), sep="\n\n")
         print(f"\nstored {results.results_dir() / (result_name(args.model, args.profile) + '.nc')}")
         if args.csv:
             for path in write_mvh_csv(trials(ds), args.csv):
                 print(f"wrote {path}")
         if args.figures:
-            _write_figures(ds, Path(args.figures), result_name(args.model, args.profile))
+            page.write_figures(ds, Path(args.figures), result_name(args.model, args.profile))
     except TradeoffsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _write_figures(ds: xr.Dataset, folder: Path, stem: str) -> None:
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    plots.set_style()
-    for name, make in FIGURES.items():
-        fig = make(ds)
-        if fig is not None:
-            path = folder / f"{stem}_{name}.png"
-            fig.savefig(path, bbox_inches="tight")
-            plt.close(fig)
-            print(f"wrote {path}")
 
 
 if __name__ == "__main__":
