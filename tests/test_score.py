@@ -140,8 +140,11 @@ def test_a_timm_model_without_an_imagenet_head_is_refused(monkeypatch: pytest.Mo
 @pytest.mark.slow
 def test_command_scores_an_offline_imagenet_model(with_references: Path, tmp_path: Path, one_thread: None,
                                                   capsys: pytest.CaptureFixture) -> None:
-    csv = tmp_path / "csv"
-    assert score.main([OFFLINE, "--profile", "smoke", "--csv", str(csv), "--figures", str(tmp_path / "fig")]) == 0
+    csv, theirs = tmp_path / "csv", tmp_path / "theirs"  # theirs: one "published" model in model-vs-human's format
+    human = data.human_trials(list(data.STIMULUS_SETS))
+    score.write_mvh_csv(human[human["observer"] == "subject-02"].assign(observer="their_net"), theirs)
+    argv = [OFFLINE, "--profile", "smoke", "--csv", str(csv), "--figures", str(tmp_path / "fig"), "--mvh", str(theirs)]
+    assert score.main(argv) == 0
     out = capsys.readouterr().out
     assert "does not apply" in out and "needs the BAPPS 2AFC val set" in out
     ds = store.load(score.result_name(OFFLINE, "smoke"))
@@ -155,13 +158,15 @@ def test_command_scores_an_offline_imagenet_model(with_references: Path, tmp_pat
     own = ds.sel(comparison=(ds["reference"] == "the project's offline ImageNet models").values)
     assert (own["n_reference"] == 10).all(), "the model itself is left out of its references"
     assert ((ds["percentile"] >= 0) & (ds["percentile"] <= 100)).all()
+    published = ds.sel(comparison=(ds["reference"] == "model-vs-human's published model trials").values)
+    assert set(published["comparison_measure"].values) == {"shape_bias", "error_consistency"}
+    assert (published["n_reference"] == 1).all() and (published["rank"] == 2).all(), "a person out-scores the net"
     assert len(list((tmp_path / "fig").glob("*.png"))) == len(page.FIGURES)
     back = score.read_mvh_folder(csv)  # the trials written in model-vs-human's format give the stored scores back
-    human = data.human_trials(list(data.STIMULUS_SETS))
     table = observers.observer_table(pd.concat([observers.restrict(human, back), back])).sel(observer=OFFLINE)
     assert float(table["shape_bias"]) == pytest.approx(value["shape_bias"])
     assert float(table["error_consistency_mean"].mean()) == pytest.approx(value["error_consistency"])
-    assert score.main([OFFLINE, "--profile", "smoke"]) == 0  # a rerun reloads the stored file
+    assert score.main(argv) == 0  # a rerun reloads the stored file
     assert store.load(score.result_name(OFFLINE, "smoke")).attrs["created_utc"] == ds.attrs["created_utc"]
 
 
