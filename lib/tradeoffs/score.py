@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import math
 import os
 import re
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +261,8 @@ def score(name: str, *, profile: str = REFERENCE, weights: str | None = None, ar
     key = results.content_key("score-v1", features.weights_key(c.model), c.top1, P, bapps, seed,
                               None if published is None else published["shape_bias"].values.tolist(),
                               [store.load(n).attrs.get("inputs_key", "") for n in _reference_files()],
-                              observers, metrics, probes, perceptual, sys.modules[__name__])
+                              observers, metrics, probes, perceptual,
+                              importlib.import_module("tradeoffs.score"))  # by name: under -m this module is __main__
     return store.load_or_compute(result_name(name, profile), key,
                                  lambda: _compute(c, P, bapps, published, device, seed, progress),
                                  profile=profile, parameters=parameters, tolerance={"rtol": 1e-6, "atol": 1e-6})
@@ -274,6 +277,7 @@ def _reference_files() -> list[str]:
 
 def _compute(c: Candidate, P: Mapping[str, Any], bapps: str | None, published: xr.Dataset | None, device: str,
              seed: int, progress: bool) -> xr.Dataset:
+    cpu = time.process_time()
     values: dict[str, float] = {"top1": c.top1}
     trials = None
     if c.kind == IMAGENET:
@@ -288,7 +292,7 @@ def _compute(c: Candidate, P: Mapping[str, Any], bapps: str | None, published: x
     if bapps is not None:
         scores = perceptual.bapps_2afc(c.model, bapps, device=device, progress=progress)["score"]
         values["bapps"] = 100 * float(scores.sel(distance="lpips_untrained", subset="overall"))
-    return _dataset(c, values, trials, published)
+    return _dataset(c, values, trials, published).assign_attrs(cpu_s=time.process_time() - cpu)
 
 
 def _psychophysics(model: models.Model, P: Mapping[str, Any], device: str, seed: int,

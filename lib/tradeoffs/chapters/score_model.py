@@ -62,8 +62,33 @@ def card_text(ds: xr.Dataset) -> str:
             + f". The references are the project's stored `{REFERENCE}` results"
             + (" (computed on all stimuli: a smoke score is indicative only)" if ds.attrs["profile"] != REFERENCE
                else "") + "; a model scored under its own name is left out of its references. "
-            f"Scoring took {float(ds.attrs['elapsed_s']) / 60:.1f} min on {ds.attrs['device']}. ")
-    return text + " ".join(f"{claims.claim(c).title} does not apply: it {why}." for c, why in NOT_PER_MODEL.items())
+            f"Scoring took {float(ds.attrs['elapsed_s']) / 60:.1f} min on {ds.attrs['device']}, with "
+            f"{float(ds.attrs['cpu_s']) / 60:.1f} min of CPU time over all threads. ")
+    return (text + " ".join(f"{claims.claim(c).title} does not apply: it {why}." for c, why in NOT_PER_MODEL.items())
+            + own_text(ds))
+
+
+def own_text(ds: xr.Dataset) -> str:
+    """For a model that the chapters scored too, the largest difference between its values here and theirs (a check
+    that scoring computes the chapters' measures); "" for any other model."""
+    name = ds.attrs["model"]
+    obs = score.stored(claims.result_name("human_alignment", "observers", REFERENCE))
+    pr = score.stored(claims.result_name("dataset_correlation", "probes", REFERENCE))
+    theirs = {}
+    if obs is not None and name in obs["observer"].values:
+        ec = obs["error_consistency_mean"].sel(observer=name)
+        theirs.update(shape_bias=float(obs["shape_bias"].sel(observer=name)), error_consistency=float(ec.mean()),
+                      **{f"error_consistency_{d}": float(ec.sel(dataset=d)) for d in ec["dataset"].values})
+    if pr is not None and name in pr["model"].values:
+        theirs.update({f"probe_{d}": float(pr["accuracy"].sel(model=name, dataset=d)) for d in pr["dataset"].values})
+    gaps = [abs(_value(ds, m) - v) for m, v in theirs.items() if math.isfinite(_value(ds, m) - v)]
+    if not gaps:
+        return ""
+    same = ds.attrs["profile"] == REFERENCE
+    return (f" `{name}` is one of the chapters' own models, so their stored values check this scoring: over the "
+            f"{len(gaps)} measures both computed, the largest difference is {max(gaps):.2g}"
+            + (" (the same images and sizes)." if same else
+               f" (the `{ds.attrs['profile']}` profile scores fewer images than the chapters' `{REFERENCE}`)."))
 
 
 def _top1_words(ds: xr.Dataset) -> str:
