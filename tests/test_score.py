@@ -16,6 +16,7 @@ import xarray as xr
 
 from tradeoffs import data, models, observers, score, store
 from tradeoffs.chapters import score_model as page
+from tradeoffs.score.__main__ import main
 from tradeoffs.errors import TradeoffsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def test_bad_input_is_one_clear_error_and_nothing_is_written(argv: list[str], me
              "{resnet_10}": lambda: _save(tmp_path, "test_resnet", num_classes=10),
              "{resnet_0}": lambda: _save(tmp_path, "test_resnet", num_classes=0)}
     argv = [files[a]() if a in files else a for a in argv]
-    assert score.main([*argv, "--csv", str(tmp_path / "csv")]) == 1
+    assert main([*argv, "--csv", str(tmp_path / "csv")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert re.search(message, err), err
@@ -144,7 +145,7 @@ def test_command_scores_an_offline_imagenet_model(with_references: Path, tmp_pat
     human = data.human_trials(list(data.STIMULUS_SETS))
     score.write_mvh_csv(human[human["observer"] == "subject-02"].assign(observer="their_net"), theirs)
     argv = [OFFLINE, "--profile", "smoke", "--csv", str(csv), "--figures", str(tmp_path / "fig"), "--mvh", str(theirs)]
-    assert score.main(argv) == 0
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "does not apply" in out and "needs the BAPPS 2AFC val set" in out
     ds = store.load(score.result_name(OFFLINE, "smoke"))
@@ -166,7 +167,7 @@ def test_command_scores_an_offline_imagenet_model(with_references: Path, tmp_pat
     table = observers.observer_table(pd.concat([observers.restrict(human, back), back])).sel(observer=OFFLINE)
     assert float(table["shape_bias"]) == pytest.approx(value["shape_bias"])
     assert float(table["error_consistency_mean"].mean()) == pytest.approx(value["error_consistency"])
-    assert score.main(argv) == 0  # a rerun reloads the stored file
+    assert main(argv) == 0  # a rerun reloads the stored file
     assert store.load(score.result_name(OFFLINE, "smoke")).attrs["created_utc"] == ds.attrs["created_utc"]
 
 
@@ -175,7 +176,7 @@ def test_command_scores_a_cifar10_checkpoint(with_references: Path, tmp_path: Pa
     """A local checkpoint of a CIFAR-10 architecture: CIFAR-10H measures only, accuracy unknown unless given."""
     path = tmp_path / "mine.pth"
     torch.save(models.load("cifar10_resnet20").module.state_dict(), path)
-    assert score.main(["my-resnet", "--weights", str(path), "--arch", "cifar10_resnet20", "--profile", "smoke"]) == 0
+    assert main(["my-resnet", "--weights", str(path), "--arch", "cifar10_resnet20", "--profile", "smoke"]) == 0
     ds = store.load(score.result_name("my-resnet", "smoke"))
     value = ds["value"].to_pandas()
     assert ds.attrs["kind"] == score.CIFAR10 and math.isnan(value["top1"])

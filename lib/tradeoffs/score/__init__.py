@@ -1,4 +1,4 @@
-"""Score one model against the five claims: `python -m tradeoffs.score MODEL [--top1 X] [--weights PATH --arch NAME]`.
+"""Score one model against the five claims (the command `python -m tradeoffs.score MODEL` is `__main__.py`).
 
 MODEL is one of the offline models (`models.available()`), a timm name (its weights come from the Hugging Face hub,
 so online only), or, with `--weights`, the name given to a local checkpoint of the timm architecture `--arch`
@@ -14,9 +14,7 @@ raw-data format (`write_mvh_csv`, read back by `read_mvh_csv`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib
 import math
 import os
 import re
@@ -32,11 +30,11 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from . import claims, data, features, metrics, models, observers, perceptual, probes, results, store
-from .chapters import dataset_correlation as dc
-from .chapters import human_alignment as ha
-from .chapters import inverted_u as iu
-from .errors import TradeoffsError
+from .. import claims, data, features, metrics, models, observers, perceptual, probes, results, store
+from ..chapters import dataset_correlation as dc
+from ..chapters import human_alignment as ha
+from ..chapters import inverted_u as iu
+from ..errors import TradeoffsError
 
 NOTEBOOK = "score_model"
 REFERENCE = "default"  # the profile whose stored results the model is compared with
@@ -261,8 +259,7 @@ def score(name: str, *, profile: str = REFERENCE, weights: str | None = None, ar
     key = results.content_key("score-v1", features.weights_key(c.model), c.top1, P, bapps, seed,
                               None if published is None else published["shape_bias"].values.tolist(),
                               [store.load(n).attrs.get("inputs_key", "") for n in _reference_files()],
-                              observers, metrics, probes, perceptual,
-                              importlib.import_module("tradeoffs.score"))  # by name: under -m this module is __main__
+                              observers, metrics, probes, perceptual, sys.modules[__name__])
     return store.load_or_compute(result_name(name, profile), key,
                                  lambda: _compute(c, P, bapps, published, device, seed, progress),
                                  profile=profile, parameters=parameters, tolerance={"rtol": 1e-6, "atol": 1e-6})
@@ -469,48 +466,3 @@ def trials(ds: xr.Dataset) -> pd.DataFrame:
     if "scored" not in ds.dims:
         return pd.DataFrame(columns=list(data.TRIAL_COLUMNS))
     return observers.dataset_to_trials(ds[["response"]].rename(scored="observer"))
-
-
-# ---------------------------------------------------------------- command line
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tradeoffs.score", description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", help="an offline model, a timm name, or the name of --weights")
-    parser.add_argument("--profile", default=REFERENCE, help=f"one of {', '.join(SCORE_PROFILES)}")
-    parser.add_argument("--top1", type=float, help="ImageNet top-1 (%%) when timm's table does not know the model")
-    parser.add_argument("--weights", help="a local checkpoint (state_dict: .pth, .pt or .safetensors)")
-    parser.add_argument("--arch", help="the checkpoint's timm architecture (default: MODEL)")
-    parser.add_argument("--input-size", type=int, help="input side in pixels (default: the model's own)")
-    parser.add_argument("--bapps", help="a folder with BAPPS's 2afc/val (adds the BAPPS 2AFC score)")
-    parser.add_argument("--mvh", help="a folder of model-vs-human model files (*_session-1.csv) to rank among")
-    parser.add_argument("--csv", help="write the model's trials here in model-vs-human's raw-data format")
-    parser.add_argument("--figures", help="write the scorecard figures here (PNG)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--list", action="store_true", help="list the offline models and exit")
-    args = parser.parse_args(argv)
-    try:
-        if args.list:
-            print(models.available()[["name", "family", "top1", "top1_dataset", "weights_available_offline"]]
-                  .to_string(index=False))
-            return 0
-        if not args.model:
-            raise TradeoffsError("name a model to score (python -m tradeoffs.score --list shows the offline ones).")
-        ds = score(args.model, profile=args.profile, weights=args.weights, arch=args.arch, top1=args.top1,
-                   input_size=args.input_size, bapps=args.bapps, mvh=args.mvh, device=args.device)
-        from .chapters import score_model as page
-
-        print(page.card_text(ds), page.card_table(ds).to_string(), sep="\n\n")
-        print(f"\nstored {results.results_dir() / (result_name(args.model, args.profile) + '.nc')}")
-        if args.csv:
-            for path in write_mvh_csv(trials(ds), args.csv):
-                print(f"wrote {path}")
-        if args.figures:
-            page.write_figures(ds, Path(args.figures), result_name(args.model, args.profile))
-    except TradeoffsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
