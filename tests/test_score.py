@@ -186,3 +186,16 @@ def test_command_scores_a_cifar10_checkpoint(with_references: Path, tmp_path: Pa
     assert score.trials(ds).empty and isinstance(page.card_table(ds), pd.DataFrame)
     assert page.human_alignment_figure(ds) is not None and page.probe_figure(ds) is None
     assert isinstance(ds, xr.Dataset)
+
+
+@pytest.mark.data
+def test_the_stored_example_gives_the_chapters_values(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The book's example (EfficientNet-Lite2, default) is one of the chapters' models: scored alike, it must match."""
+    monkeypatch.setenv("TRADEOFFS_RESULTS", str(REPO / "data" / "results"))
+    ds = store.load(score.result_name(page.EXAMPLES["default"], "default"))
+    assert not int(ds.attrs["git_dirty"]), "the stored example comes from a clean checkout"
+    text = page.card_text(ds)
+    assert "the largest difference is 0." in text and "No stored" not in text
+    assert all(make(ds) is not None for make in page.FIGURES.values())
+    human = data.human_trials(list(data.STIMULUS_SETS))  # default: every stimulus people saw, once
+    assert len(score.trials(ds)) == sum(len(observers.shown_stimuli(human, d)) for d in data.STIMULUS_SETS)

@@ -24,6 +24,7 @@ from . import human_alignment as ha
 from . import inverted_u as iu
 
 EXAMPLES = {"smoke": "mobilenet_v1_0.25_128_quant", "default": "efficientnet_lite2"}  # the page's example model
+OWN_REFERENCES = ("the project's", "the inverted U's")  # how `score` names the chapters' stored results
 NOT_PER_MODEL = {  # claims whose measures no single trained model has
     "early_stopping": "compares the checkpoints of one training run, not trained models",
     "anynetx_subsets": "compares architectures trained on subsets of the classes, not trained models",
@@ -48,29 +49,44 @@ def card_table(ds: xr.Dataset) -> pd.DataFrame:
 
 def card_text(ds: xr.Dataset) -> str:
     """What was scored, how, against what, what does not apply and why, and how long it took."""
-    kind = "an ImageNet classifier" if ds.attrs["kind"] == score.IMAGENET else "a CIFAR-10 classifier"
+    imagenet = ds.attrs["kind"] == score.IMAGENET
     parameters = store.parameters_of(ds)
     measured = [str(m) for m in ds["measure"].values if ds["status"].sel(measure=m).item() == "measured"]
     n = parameters["n_images"]
     stimuli = ("all model-vs-human stimuli of the three data sets" if not n else
                "a seeded subset of the stimuli (" + ", ".join(f"{v} {k}" for k, v in n.items()) + ")")
-    text = (f"`{ds.attrs['model']}` is {kind} ({ds.attrs['source']}; input {ds.attrs['input_size']}, "
-            f"{int(ds.attrs['num_params']):,} parameters). Accuracy: {_top1_words(ds)}. Profile "
-            f"`{ds.attrs['profile']}`: {len(measured)} measures computed"
-            + (f" on {stimuli}, linear probes on {parameters['n_train']} training, {parameters['n_val']} validation "
-               f"and {parameters['n_test']} test images per data set" if ds.attrs["kind"] == score.IMAGENET else "")
-            + f". The references are the project's stored `{REFERENCE}` results"
-            + (" (computed on all stimuli: a smoke score is indicative only)" if ds.attrs["profile"] != REFERENCE
-               else "") + "; a model scored under its own name is left out of its references. "
-            f"Scoring took {float(ds.attrs['elapsed_s']) / 60:.1f} min on {ds.attrs['device']}, with "
-            f"{float(ds.attrs['cpu_s']) / 60:.1f} min of CPU time over all threads. ")
-    return (text + " ".join(f"{claims.claim(c).title} does not apply: it {why}." for c, why in NOT_PER_MODEL.items())
-            + own_text(ds))
+    sentences = [
+        f"`{ds.attrs['model']}` is {'an ImageNet' if imagenet else 'a CIFAR-10'} classifier ({ds.attrs['source']}; "
+        f"input {ds.attrs['input_size']}, {int(ds.attrs['num_params']):,} parameters).",
+        f"Accuracy: {_top1_words(ds)}.",
+        f"Profile `{ds.attrs['profile']}`: {len(measured)} measures computed"
+        + (f" on {stimuli}, linear probes on {parameters['n_train']} training, {parameters['n_val']} validation and "
+           f"{parameters['n_test']} test images per data set." if imagenet else "."),
+        _references_text(ds),
+        f"Scoring took {float(ds.attrs['elapsed_s']) / 60:.1f} min on {ds.attrs['device']}, with "
+        f"{float(ds.attrs['cpu_s']) / 60:.1f} min of CPU time over all threads.",
+        *(f"{claims.claim(c).title} does not apply: it {why}." for c, why in NOT_PER_MODEL.items()),
+        own_text(ds)]
+    return " ".join(s for s in sentences if s)
+
+
+def _references_text(ds: xr.Dataset) -> str:
+    if not _own_references(ds):
+        return (f"No stored `{REFERENCE}` results of the chapters were found, so only the published tables rank it "
+                "(`python -m tradeoffs.run` computes the chapters' results).")
+    smoke = " (computed on all images: a smoke score is indicative only)" if ds.attrs["profile"] != REFERENCE else ""
+    return (f"The references are the project's stored `{REFERENCE}` results{smoke}; a model scored under its own name "
+            "is left out of its references.")
+
+
+def _own_references(ds: xr.Dataset) -> bool:
+    """Whether the model was ranked among the chapters' stored results (not only among the published tables)."""
+    return "reference" in ds and any(str(r).startswith(OWN_REFERENCES) for r in ds["reference"].values)
 
 
 def own_text(ds: xr.Dataset) -> str:
-    """For a model that the chapters scored too, the largest difference between its values here and theirs (a check
-    that scoring computes the chapters' measures); "" for any other model."""
+    """For a model that the chapters scored too, on the same images, the largest difference between its values here
+    and theirs (a check that scoring computes the chapters' measures); "" otherwise."""
     name = ds.attrs["model"]
     obs = score.stored(claims.result_name("human_alignment", "observers", REFERENCE))
     pr = score.stored(claims.result_name("dataset_correlation", "probes", REFERENCE))
@@ -82,13 +98,11 @@ def own_text(ds: xr.Dataset) -> str:
     if pr is not None and name in pr["model"].values:
         theirs.update({f"probe_{d}": float(pr["accuracy"].sel(model=name, dataset=d)) for d in pr["dataset"].values})
     gaps = [abs(_value(ds, m) - v) for m, v in theirs.items() if math.isfinite(_value(ds, m) - v)]
-    if not gaps:
+    if not gaps or ds.attrs["profile"] != REFERENCE:
         return ""
-    same = ds.attrs["profile"] == REFERENCE
-    return (f" `{name}` is one of the chapters' own models, so their stored values check this scoring: over the "
-            f"{len(gaps)} measures both computed, the largest difference is {max(gaps):.2g}"
-            + (" (the same images and sizes)." if same else
-               f" (the `{ds.attrs['profile']}` profile scores fewer images than the chapters' `{REFERENCE}`)."))
+    return (f"`{name}` is one of the chapters' own models, scored here on the same images, so their stored values "
+            f"check this scoring: over the {len(gaps)} measures both computed, the largest difference is "
+            f"{max(gaps):.2g}.")
 
 
 def _top1_words(ds: xr.Dataset) -> str:
