@@ -129,6 +129,13 @@ def test_toc_lists_existing_claims_in_fixed_order(tmp_path: Path) -> None:
     assert "book/executed/unrelated" not in chapters(toc)
 
 
+def test_toc_lists_the_scorecard_after_the_claims(tmp_path: Path) -> None:
+    make_tree(tmp_path, ["book/intro.md", "book/executed/inverted_u.ipynb", "book/executed/score_model.ipynb"])
+    parts = bookpages.toc(tmp_path)["parts"]
+    assert [p["caption"] for p in parts] == ["Summary", "Claims", "Your model", "Reference"]
+    assert parts[2]["chapters"] == [{"file": "book/executed/score_model"}]
+
+
 def test_toc_optional_pages_only_when_present(tmp_path: Path) -> None:
     make_tree(tmp_path, ["book/intro.md"])
     toc = bookpages.toc(tmp_path)

@@ -26,7 +26,7 @@ from .claims import CLAIMS as DECLARED
 from .errors import TradeoffsError
 
 CLAIMS = tuple(DECLARED)  # the book's order is the claims definition's order (tradeoffs.claims)
-TITLES = {**{c.id: c.title for c in DECLARED.values()}, "performance": "Performance"}
+TITLES = {**{c.id: c.title for c in DECLARED.values()}, "performance": "Performance", "score_model": "Score your model"}
 # Which pages read each data group (top folder of the data root); keep in step with the notebooks.
 USED_BY: dict[str, tuple[str, ...]] = {
     "cifar10": ("human_alignment", "early_stopping", "dataset_correlation", "anynetx_subsets"),
@@ -65,16 +65,19 @@ def _doc(root: Path, *candidates: str) -> str | None:
 
 
 def toc(repo_root: Path) -> dict[str, Any]:
-    """The jb-book table of contents: fixed pages plus the claim notebooks executed under book/executed/."""
+    """The jb-book table of contents: fixed pages plus the claim notebooks and the scorecard executed under
+    book/executed/."""
     root = Path(repo_root)
     data, verdicts, reproducibility = GENERATED  # always generated, so always listed
     claims = [d for d in (_doc(root, f"{EXECUTED}/{name}") for name in CLAIMS) if d]
     summary = [verdicts]
+    yours = [d for d in (_doc(root, f"{EXECUTED}/score_model"),) if d]
     reference = [d for d in (_doc(root, "book/library"), data, reproducibility,
                              _doc(root, f"{EXECUTED}/performance", "book/performance"),
                              "book/bibliography") if d]
     parts = [{"caption": caption, "chapters": [{"file": d} for d in docs]}
-             for caption, docs in (("Summary", summary), ("Claims", claims), ("Reference", reference)) if docs]
+             for caption, docs in (("Summary", summary), ("Claims", claims), ("Your model", yours),
+                                   ("Reference", reference)) if docs]
     return {"format": "jb-book", "root": "book/intro", "parts": parts}
 
 

@@ -138,6 +138,22 @@ def scatter_fit(ax: Axes, x: Sequence[float] | np.ndarray, y: Sequence[float] | 
     return result
 
 
+def highlight(ax: Axes, x: float, y: float, label: str, legend: bool = True) -> None:
+    """One model marked on a figure of many: a large star at (x, y); when one coordinate is unknown (NaN), a dashed
+    line at the other (a vertical line for an x alone, a horizontal one for a y alone); nothing when both are.
+    `legend` redraws the axes' legend with it (leave it False where the figure has one legend for all axes)."""
+    color = sns.color_palette(PALETTE)[3]
+    if np.isfinite(x) and np.isfinite(y):
+        ax.scatter([x], [y], marker="*", s=300, color=color, edgecolor="black", linewidth=0.8, zorder=6, label=label)
+    elif np.isfinite(x) or np.isfinite(y):
+        line = ax.axvline if np.isfinite(x) else ax.axhline
+        line(x if np.isfinite(x) else y, color=color, linestyle="--", linewidth=2, zorder=5, label=label)
+    else:
+        return
+    if legend:
+        ax.legend(loc="best", fontsize="small")
+
+
 def human_band(ax: Axes, lo: float, hi: float, label: str = "humans", color: str | None = None) -> None:
     """A shaded horizontal band from `lo` to `hi` (e.g. the range of human observers), behind the data."""
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:

@@ -15,8 +15,9 @@ from .provenance import commit
 from .results import repo_root
 from .store import compare, load, stored_names
 
-# Execution order: claims whose results other notebooks read come first (tradeoffs.claims.run_order).
-ORDER = (*run_order(), "performance")
+# Execution order: claims whose results other notebooks read come first (tradeoffs.claims.run_order); the scorecard,
+# which compares a model with every claim's stored results, comes last.
+ORDER = (*run_order(), "performance", "score_model")
 
 
 def notebooks(source: Path) -> list[str]:

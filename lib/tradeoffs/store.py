@@ -44,7 +44,7 @@ def save(ds: xr.Dataset, name: str, *, profile: str, parameters: dict[str, Any],
 
 
 def _notebook_of(name: str) -> str:
-    return next((nb for nb in (*CLAIMS, "performance") if name.startswith(nb)), "NOTEBOOK")
+    return next((nb for nb in (*CLAIMS, "performance", "score_model") if name.startswith(nb)), "NOTEBOOK")
 
 
 def load(name: str, directory: Path | None = None) -> xr.Dataset:
