@@ -88,12 +88,13 @@ def test_texts_from_stored_results():
 
 
 def test_outlook_says_whether_the_full_profile_has_run(isolated):
-    obs, harm = stored("observers"), stored("harmonization")
+    obs, harm, cifar = stored("observers"), stored("harmonization"), stored("cifar10h")
     assert "would support the claim where this page cannot. It has not been run here: there are no `full` results." \
-        in ch.outlook_text(obs, harm)
+        in ch.outlook_text(obs, harm, cifar)
+    assert f"For CIFAR-10H, {cifar.sizes['model']} pretrained networks are too few" in ch.outlook_text(obs, harm, cifar)
     store.save(obs, claims.result_name("human_alignment", "observers", "full"), profile="full", parameters={},
                elapsed_s=0.0)
-    assert "Its stored results exist." in ch.outlook_text(obs, harm)
+    assert "Its stored results exist." in ch.outlook_text(obs, harm, cifar)
 
 
 def test_harmonization_text_describes_the_shape_and_the_score():

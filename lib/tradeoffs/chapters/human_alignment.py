@@ -330,10 +330,13 @@ def cifar_figure(cifar: xr.Dataset) -> Figure:
     cf = cifar.to_dataframe()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     plots.scatter_fit(axes[0], 100 * cf["accuracy"], cf["kl"], point_labels=list(cf.index), xlabel=_CIFAR_ACC,
-                      ylabel="KL(humans ‖ model) (nats)", title="Distance to the human label distribution")
+                      ylabel="KL(humans ‖ model) (nats; raw, calibration included)",
+                      title="Raw KL to the human label distribution")
     plots.scatter_fit(axes[1], 100 * cf["accuracy"], cf["entropy_spearman"], point_labels=list(cf.index),
                       xlabel=_CIFAR_ACC, ylabel="Spearman ρ of per-image entropies",
                       title="Uncertain where people are uncertain?")
+    fig.suptitle(f"{len(cf)} pretrained CIFAR-10 ResNets, {int(cf['n'].max()):,} test images each; lines: least-squares "
+                 "fits (description, not a test)", y=1.02)
     fig.tight_layout()
     return fig
 
@@ -398,9 +401,9 @@ def checkpoint_figure(checkpoints: xr.Dataset, cifar: xr.Dataset) -> Figure:
                  estimator=None, sort=False, marker="o", ax=ax,
                  palette={m: plots.model_color(m) for m in ck["model"].unique()})  # each line follows one run's epochs
     ax.scatter(100 * cf["accuracy"], cf["kl"], marker="*", s=120, color="0.2", zorder=3,
-               label=f"pretrained ({int(cf['n'].iloc[0])} images)")
+               label=f"pretrained ({int(cf['n'].iloc[0]):,} images)")
     ax.set(xlabel=_CIFAR_ACC, ylabel="KL(humans ‖ model) (nats, log scale)", yscale="log",
-           title=f"Checkpoints along training ({checkpoints.attrs.get('n_eval', '?')} test images each)")
+           title=f"Checkpoints along training ({int(checkpoints.attrs['n_eval']):,} test images each)")
     ax.legend(loc="upper right")
     return fig
 
@@ -613,7 +616,7 @@ def _full_run_text() -> str:
     return "It has not been run here: there are no `full` results."
 
 
-def outlook_text(obs: xr.Dataset, harm: xr.Dataset) -> str:
+def outlook_text(obs: xr.Dataset, harm: xr.Dataset, cifar: xr.Dataset) -> str:
     """What would change the verdict: the range our models span against the serre-lab vertex, and the full profile."""
     top1 = _groups(obs)[1]["top1"].to_pandas()
     vertex = float(harm["quadratic_vertex_x"])
@@ -626,8 +629,8 @@ def outlook_text(obs: xr.Dataset, harm: xr.Dataset) -> str:
         f"(models of ours above it: {int((top1 > vertex).sum())}). The `full` profile would add {len(TIMM_ZOO)} "
         "timm models up to ViT, Swin and ConvNeXt (its `timm_models` parameter), score them on the same human trials, "
         "and run the paper's own measure on ClickMe maps; a negative correlation there, above the vertex, would "
-        f"support the claim where this page cannot. {_full_run_text()} For CIFAR-10H, four pretrained networks are too few for a decisive "
-        "interval; the checkpoints of the early-stopping chapter give many more accuracy levels, but within a few "
+        f"support the claim where this page cannot. {_full_run_text()} For CIFAR-10H, {cifar.sizes['model']} "
+        "pretrained networks are too few for a decisive interval; the checkpoints of the early-stopping chapter give many more accuracy levels, but within a few "
         "training runs, so they are shown and not counted as independent models. Fel et al.'s own evidence that the "
         "trade-off is not inevitable, the neural harmonizer (a training routine that in their words both aligns "
         "models with human strategies and improves accuracy; "
