@@ -29,13 +29,13 @@ CLAIMS = tuple(DECLARED)  # the book's order is the claims definition's order (t
 TITLES = {**{c.id: c.title for c in DECLARED.values()}, "performance": "Performance", "score_model": "Score your model"}
 # Which pages read each data group (top folder of the data root); keep in step with the notebooks.
 USED_BY: dict[str, tuple[str, ...]] = {
-    "cifar10": ("human_alignment", "early_stopping", "dataset_correlation", "anynetx_subsets"),
-    "cifar10h": ("human_alignment", "early_stopping"),
-    "cifar10-resnets": ("human_alignment", "inverted_u"),
-    "coral-tflite": ("human_alignment", "inverted_u", "dataset_correlation"),
-    "model-vs-human": ("human_alignment",),
-    "tables": ("human_alignment", "inverted_u", "dataset_correlation", "performance"),
-    "fashion-mnist": ("dataset_correlation", "anynetx_subsets"),
+    "cifar10": ("human_alignment", "early_stopping", "dataset_correlation", "anynetx_subsets", "score_model"),
+    "cifar10h": ("human_alignment", "early_stopping", "score_model"),
+    "cifar10-resnets": ("human_alignment", "inverted_u", "score_model"),
+    "coral-tflite": ("human_alignment", "inverted_u", "dataset_correlation", "score_model"),
+    "model-vs-human": ("human_alignment", "score_model"),
+    "tables": ("human_alignment", "inverted_u", "dataset_correlation", "performance", "score_model"),
+    "fashion-mnist": ("dataset_correlation", "anynetx_subsets", "score_model"),
 }
 # Data read from inside an installed package rather than the data root: (name, how it is loaded, origin, licence, user).
 PACKAGED = (("UCI optical recognition of handwritten digits", "`sklearn.datasets.load_digits()` (scikit-learn, "
