@@ -523,3 +523,40 @@ def test_16class_converters_rebuild_the_stored_files(data_root: Path, tmp_path: 
         e = registry.entry(f"model-vs-human/helper/16class_imagenet_indices.{suffix}")
         CONVERTERS[e.converter](source, tmp_path / suffix, registry.fetch)
         assert _sha((tmp_path / suffix).read_bytes()) == e.sha256, suffix
+
+
+def test_mirror_sends_downloads_to_the_same_path_below_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "https://github.com/a/b/raw/c0ffee/data/x.npy"
+    monkeypatch.delenv("TRADEOFFS_MIRROR", raising=False)
+    assert registry.download_url(url) == url
+    monkeypatch.setenv("TRADEOFFS_MIRROR", "http://127.0.0.1:8000/")
+    assert registry.download_url(url) == "http://127.0.0.1:8000/github.com/a/b/raw/c0ffee/data/x.npy"
+    with pytest.raises(TradeoffsError, match="not an http"):
+        registry.download_url("ftp://example.org/x")
+
+
+def test_an_interrupted_download_is_one_clear_error_and_leaves_nothing(root: Path) -> None:
+    """The server promises 5,000 bytes and closes the connection after 100."""
+    class Cut(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "5000")
+            self.end_headers()
+            self.wfile.write(b"x" * 100)
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cut)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        e = _inject(path="cut/w.th", sha256=_sha(b"x" * 5000), size=5000,
+                    url=f"http://127.0.0.1:{httpd.server_address[1]}/w.th")
+        with pytest.raises(TradeoffsError, match="Cannot download cut/w.th"):
+            registry.fetch(e.path)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert list(root.iterdir()) == [], "an interrupted download left files or folders behind"

@@ -89,7 +89,8 @@ def shards(chosen: Sequence[int] | None = None, folder: str | Path | None = None
         name = f"val-{s}.tfrecords"
         if not (folder / name).is_file():
             try:
-                pooch.retrieve(URL.format(shard=s), known_hash=None, fname=name, path=folder, progressbar=progress)
+                pooch.retrieve(registry.download_url(URL.format(shard=s)), known_hash=None, fname=name, path=folder,
+                               progressbar=progress)
             except Exception as exc:  # network errors come in many types (requests, OSError, HTTPError)
                 raise TradeoffsError(f"cannot download ClickMe shard {URL.format(shard=s)} ({type(exc).__name__}); "
                                      f"go online (the 'full' profile, e.g. on Colab) or put the file at "

@@ -361,7 +361,7 @@ def download_bapps(dest: str | Path, url: str = BAPPS_URL) -> Path:
     import pooch
 
     dest = Path(dest)
-    pooch.retrieve(url, known_hash=None, fname="twoafc_val.tar.gz", path=dest,
+    pooch.retrieve(registry.download_url(url), known_hash=None, fname="twoafc_val.tar.gz", path=dest,
                    processor=pooch.Untar(extract_dir="2afc"), progressbar=True)
     registry.pin(dest / "twoafc_val.tar.gz")  # no published checksum: the hash of the first download is kept
     return dest

@@ -13,6 +13,8 @@ converter (`tradeoffs.convert`) applied to a fetchable original. Only documentat
 (``SOURCES.md``, manifests), which no code reads, have none.
 
 `fetch(name)` returns a verified local file, downloading (and converting) it with pooch when it is absent.
+`TRADEOFFS_MIRROR` (a base URL) sends every download to ``<mirror>/<host>/<path>`` instead of
+``https://<host>/<path>``: a local copy of the originals, as the network-simulation test serves them.
 A hash is written ``<hex>`` (sha256) or ``md5:<hex>`` where only an md5 is published.
 """
 
@@ -35,6 +37,17 @@ _PACKAGE = Path(__file__).parent  # package data: entry `tables/x/y.csv` ships a
 _CSV = _PACKAGE / "registry_files.csv"
 _STAGING = ".downloads"  # folder under the data root for downloads in progress (never registered)
 _UNREGISTERED = {"README.md", "registry.txt"}  # top-level files of a data root that describe it
+
+
+def download_url(url: str) -> str:
+    """`url`, or its copy under the mirror `TRADEOFFS_MIRROR` when that is set (same host and path below it)."""
+    mirror = os.environ.get("TRADEOFFS_MIRROR", "").rstrip("/")
+    if not mirror:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        raise TradeoffsError(f"cannot mirror {url!r}: not an http(s) URL.")
+    return f"{mirror}/{rest}"
 
 
 def data_root() -> Path:
@@ -379,7 +392,7 @@ def _retrieve(e: Entry) -> Path:
     known = e.source_sha256 if e.converter else e.sha256
     tag = (known or hashlib.sha256(e.url.encode()).hexdigest()).split(":")[-1][:16]
     try:
-        return Path(pooch.retrieve(e.url, known_hash=known, fname=f"{tag}-{e.url.rsplit('/', 1)[-1]}", path=staging,
+        return Path(pooch.retrieve(download_url(e.url), known_hash=known, fname=f"{tag}-{e.url.rsplit('/', 1)[-1]}", path=staging,
                                    progressbar=True))
     except (ValueError, OSError) as err:
         with contextlib.suppress(OSError):
@@ -403,6 +416,9 @@ def _download(e: Entry, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not e.converter:
         os.replace(raw, dest)
+        if not e.source:
+            with contextlib.suppress(OSError):  # the staging folder goes once it is empty
+                raw.parent.rmdir()
         return
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
