@@ -44,13 +44,18 @@ PROFILES: dict[str, dict[str, Any]] = {
                  n_architectures=100, n_replicates=10, epochs=30, source=None, subsets=[10, 100, 1000],
                  n_train=100, n_test=20, targets=[["cifar10", 500, 100], ["fashion_mnist", 500, 100],
                                                   ["digits", 100, 70]],
-                 batch_size=128, lr=0.1, n_workers=1, device="cuda"),
+                 batch_size=128, lr=0.1, n_workers=1, device="auto"),
 }
 
 
 def settings(profile: str, given: dict[str, Any]) -> dict[str, Any]:
-    """The profile's settings, overridden by the notebook parameters that are not None."""
-    return chapters.settings(PROFILES, profile, given)
+    """The profile's settings, overridden by the notebook parameters that are not None ("auto": CUDA when visible)."""
+    P = chapters.settings(PROFILES, profile, given)
+    if P["device"] == "auto":
+        import torch
+
+        P["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return P
 
 
 # ---------------------------------------------------------------- the sweep
