@@ -142,9 +142,3 @@ def test_bad_input_is_refused(arrays):
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_without_a_gpu_is_one_clear_error(isolated, arrays):
-    with pytest.raises(TradeoffsError, match="no CUDA device.*device='auto'"):
-        train.fit(model(), *arrays, RECIPE, device="cuda", progress=False)

@@ -8,10 +8,8 @@ import functools
 import importlib
 import importlib.util
 import math
-import os
 import pickle
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -219,13 +217,8 @@ def _load_timm(name: str, weights: str, **kwargs) -> Model:
         if not pretrained:
             raise
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        if os.environ.get("TRADEOFFS_HUB_FALLBACK") != "random":
-            raise TradeoffsError(f"cannot get pretrained weights for {name} ({reason}); go online (the Hugging Face "
-                                 "hub must be reachable, i.e. the 'full' profile) or use weights='random'.") from e
-        warnings.warn(f"{name}: pretrained weights unreachable ({reason}); built with RANDOM weights instead "
-                      "(TRADEOFFS_HUB_FALLBACK=random: a rehearsal of the code path, its numbers mean nothing)",
-                      stacklevel=2)
-        module, weights = timm.create_model(name, pretrained=False, **kwargs), "random"
+        raise TradeoffsError(f"cannot get pretrained weights for {name} ({reason}); go online (the Hugging Face "
+                             "hub must be reachable, i.e. the 'full' profile) or use weights='random'.") from e
     if weights not in ("pretrained", "random"):
         _load_strict(module, _read_state_dict(weights), weights)
     cfg = module.pretrained_cfg
@@ -233,8 +226,6 @@ def _load_timm(name: str, weights: str, **kwargs) -> Model:
     top1 = _timm_top1(f"{cfg.get('architecture', name)}.{cfg.get('tag', '')}", size) if pretrained else None
     origin = {"pretrained": f"hf-hub:{cfg.get('hf_hub_id')}", "random": "random init"}.get(weights,
                                                                                         f"weights {weights}")
-    if pretrained and weights == "random":
-        origin = "RANDOM init: hub unreachable, TRADEOFFS_HUB_FALLBACK=random; top1 is the pretrained model's"
     source = f"timm {timm.__version__} {name} ({origin})"
     preprocess = _timm_preprocess(module)
     if "img_size" in kwargs:  # a model built for another input size (e.g. a ViT at 64²) gets that size as input

@@ -125,9 +125,6 @@ def _device(model: Model, device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() and model.supports_device("cuda") else "cpu"
     dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TradeoffsError(f"device {str(device)!r} was asked for, but PyTorch sees no CUDA device here; use "
-                             "device='auto' (CUDA when visible, else CPU) or 'cpu'.")
     if not model.supports_device(dev) or getattr(model.module, "cpu_only", False):
         raise TradeoffsError(f"{model.name} cannot be trained on {dev}: use a PyTorch model (TFLite graphs are fixed).")
     return dev
