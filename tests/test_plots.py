@@ -68,12 +68,19 @@ def test_hue_and_point_labels(ax: plt.Axes) -> None:
     (dict(x=[1, 2], y=[1, 2, 3]), "differ in length"),
     (dict(x=[1, 2, np.nan], y=[1, 2, 3]), "NaN"),
     (dict(x=[1, 2, 3], y=[1, 2, 3], fit="cubic"), "fit must be"),
-    (dict(x=[1, 2, 3], y=[1, 2, 3], fit="quadratic"), "at least 4 points"),
     (dict(x=[1, 2, 3], y=[1, 2, 3], hue=["a"]), "hue has 1"),
 ])
 def test_scatter_fit_refuses_bad_input(ax: plt.Axes, kwargs: dict, message: str) -> None:
     with pytest.raises(TradeoffsError, match=message):
         plots.scatter_fit(ax, **kwargs)
+
+
+def test_too_few_points_for_the_fit_are_drawn_and_said(ax: plt.Axes) -> None:
+    assert plots.scatter_fit(ax, [1, 2, 3], [1, 2, 3], fit="quadratic") is None
+    assert [t.get_text() for t in ax.texts] == ["too few points (3) for a quadratic fit"]
+    assert not ax.lines and len(ax.collections) == 1  # the points, no curve or band
+    with pytest.raises(TradeoffsError, match="at least 4 points"):
+        plots.polyfit_band(np.array([1.0, 2, 3]), np.array([1.0, 2, 3]), 2, np.array([1.0, 2]))
 
 
 @settings(max_examples=25, deadline=None)

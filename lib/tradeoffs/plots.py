@@ -127,6 +127,9 @@ def scatter_fit(ax: Axes, x: Sequence[float] | np.ndarray, y: Sequence[float] | 
             raise TradeoffsError(f"point_labels has {len(point_labels)} entries for {len(xs)} points")
         label_points(ax, xs, ys, point_labels)
     result = None
+    if fit is not None and len(xs) < _DEGREE[fit] + 2:  # a small run (e.g. a miniature `full`): points only
+        ax.text(0.02, 0.02, f"too few points ({len(xs)}) for a {fit} fit", transform=ax.transAxes, fontsize="small")
+        fit = None
     if fit is not None:
         grid = np.linspace(xs.min(), xs.max(), 200)
         mean, lo, hi, result = polyfit_band(xs, ys, _DEGREE[fit], grid)

@@ -61,9 +61,9 @@ def settings(profile: str, given: Mapping[str, Any]) -> dict[str, Any]:
     return chapters.settings(PROFILES, profile, given)
 
 
-def _corr_rows(xs, ys, /, **labels) -> list[dict]:
-    """Pearson and Spearman of (xs, ys) as rows labelled by `labels`."""
-    return [{**labels, "method": m, **stats.correlation(xs, ys, m)} for m in ("pearson", "spearman")]
+def _corr_rows(xs, ys, /, *, dropna: bool = False, **labels) -> list[dict]:
+    """Pearson and Spearman of (xs, ys) as rows labelled by `labels` (`dropna`: see `stats.correlation`)."""
+    return [{**labels, "method": m, **stats.correlation(xs, ys, m, dropna=dropna)} for m in ("pearson", "spearman")]
 
 
 def _pearson_row(xs, ys, **labels) -> dict:
@@ -418,7 +418,8 @@ def finetune_statistics(ft: xr.Dataset | None) -> pd.DataFrame:
     """Per data set: Pearson and Spearman of fine-tuned accuracy against top-1 (no rows without fine-tuning)."""
     rows = []
     for d in [] if ft is None else ft.dataset.values:
-        rows += _corr_rows(ft.top1.values, ft.accuracy.sel(dataset=d).values, part="fine-tuning (here)", dataset=d,
+        rows += _corr_rows(ft.top1.values, ft.accuracy.sel(dataset=d).values, dropna=True,
+                           part="fine-tuning (here)", dataset=d,
                            scale="accuracy (%)", x="ImageNet top-1", subset="pretrained")
     return pd.DataFrame(rows)
 
@@ -471,7 +472,7 @@ def measured(zoo_stats: pd.DataFrame, probe_stats: pd.DataFrame, pr: xr.Dataset,
         out[f"probe_{d.lower().replace('-', '_')}"] = verdicts.Measured.of(row, gates)
     if ft is not None:
         log_odds = probes.logit(ft.accuracy.transpose("model", "dataset").values)
-        pooled = stats.correlation(ft.top1.values, log_odds.mean(1))
+        pooled = stats.correlation(ft.top1.values, log_odds.mean(1), dropna=True)  # < 3 models: NaN, gated
         out["finetune_here"] = verdicts.Measured.of(pooled, _enough(pooled))
     return out
 

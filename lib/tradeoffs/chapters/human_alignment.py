@@ -209,21 +209,28 @@ def _random_lines(ax: Axes, values: pd.Series) -> None:
 
 
 def models_text(obs: xr.Dataset) -> str:
-    """What the offline ImageNet models are (from their stored sources and the model catalogue)."""
+    """What the ImageNet models are (from their stored sources and the model catalogue; timm's zoo in `full`)."""
     real = _groups(obs)[1]
     source = real["source"].to_pandas()
     top1 = real["top1"].to_pandas()
+    catalogue = zoo.available().set_index("name")
+    offline = [n for n in top1.index if n in catalogue.index]
+    hub = [n for n in top1.index if n not in catalogue.index]
+    catalogue, source, top1 = catalogue.loc[offline], source[offline], top1[offline]
     tflite = source.str.contains(".tflite", regex=False)
-    catalogue = zoo.available().set_index("name").reindex(top1.index)
     pixels = [size[0] for size in catalogue["input_size"]]
-    floats = [n for n in top1.index if "float model" in source[n]]
-    return (f"The {len(top1)} ImageNet models scored here are offline mobile networks, not the state-of-the-art "
+    floats = [n for n in offline if "float model" in source[n]]
+    text = (f"The {len(offline)} ImageNet models scored here are offline mobile networks, not the state-of-the-art "
             f"networks Fel et al.'s claim is about: {int(tflite.sum())} int8-quantised TFLite graphs "
             f"({', '.join(sorted(catalogue['family'][tflite].unique()))}) and {int((~tflite).sum())} float networks "
             f"({', '.join(sorted(catalogue['family'][~tflite].unique()))}), with {top1.min():.1f}–{top1.max():.1f}% "
             f"published top-1 and {min(pixels)}–{max(pixels)} px inputs. "
             + "".join(f"`{n}` is placed at its float model's published top-1 ({top1[n]:.1f}%): the catalogue has no "
                       "verified figure for the 8-bit graph. " for n in floats))
+    if hub:
+        text += (f"{len(hub)} timm models with Hugging Face hub weights are added ({', '.join(hub)}), each at its "
+                 "top-1 in timm's results table.")
+    return text
 
 
 def accuracy_figure(obs: xr.Dataset) -> Figure:

@@ -367,11 +367,13 @@ def load_imagenet(P: dict[str, Any], profile: str) -> tuple[pd.DataFrame, str]:
 
 def imagenet_text(imagenet: pd.DataFrame, source: str) -> str:
     """What the offline ImageNet models are, from the model catalogue (`models.available`)."""
-    catalogue = zoo.available().set_index("name").loc[imagenet.index]
-    tflite = [m for m in imagenet.index if ".tflite" in zoo.load(m).meta.source]
+    catalogue = zoo.available().set_index("name")
+    hub = [m for m in imagenet.index if m not in catalogue.index]  # timm models with hub weights (`full`)
+    catalogue = catalogue.loc[[m for m in imagenet.index if m in catalogue.index]]
+    tflite = [m for m in catalogue.index if ".tflite" in zoo.load(m).meta.source]
     sizes = [s[0] for s in catalogue["input_size"]]
     float_top1 = catalogue.index[catalogue["source"].str.contains("float model")]
-    text = (f"{len(imagenet)} offline ImageNet models, from {source}: mobile networks "
+    text = (f"{len(catalogue)} offline ImageNet models, from {source}: mobile networks "
             f"({', '.join(dict.fromkeys(catalogue['family']))}), {len(tflite)} of them 8-bit quantised TFLite graphs; "
             f"published top-1 {imagenet['top1'].min():.1f}–{imagenet['top1'].max():.1f} %, inputs "
             f"{min(sizes)}–{max(sizes)} px. They are not the state-of-the-art networks the papers (Kumar et al.; Fel "
@@ -379,6 +381,8 @@ def imagenet_text(imagenet: pd.DataFrame, source: str) -> str:
     for m in float_top1:
         text += (f" {m} is placed at {catalogue.loc[m, 'top1']:g} %, its float model's published top-1 (the catalogue "
                  "has no verified figure for the 8-bit graph).")
+    if hub:
+        text += f" Besides them, {len(hub)} timm models with Hugging Face hub weights ({', '.join(hub)})."
     return text
 
 
@@ -557,7 +561,7 @@ def _bapps_dataset(P: dict[str, Any], root: str) -> xr.Dataset:
         model = zoo.load(name)
         parts.append(perceptual.bapps_2afc(model, root, device=P["device"])[["score", "human", "n_triplets"]])
         top1.append(model.meta.top1)
-    ds = xr.concat(parts, dim="model", data_vars="minimal", coords="minimal", compat="override")
+    ds = xr.concat(parts, dim="model", data_vars="all", coords="minimal", compat="override")
     return ds.assign_coords(model=list(P["bapps_models"]), top1=("model", np.asarray(top1, float)))
 
 
@@ -675,9 +679,11 @@ def summary_text(k: Kumar, curves: Curves, fits: dict[str, dict], dist: xr.Datas
 def offline_limit_text(v: xr.Dataset) -> str:
     """Why the primary offline test is not testable here and what could make it so ("" when it was testable)."""
     primary = v.sel(test=v.attrs["primary_test"])
-    if primary["outcome"].item() != verdicts.NOT_TESTABLE or "cifar10h_slope" not in v.test:
+    measured = primary["gate_measured"].sel(gate="units_beyond")
+    if primary["outcome"].item() != verdicts.NOT_TESTABLE or "cifar10h_slope" not in v.test \
+            or not np.isfinite(measured):  # `full`: the primary test is BAPPS's, this text is about CIFAR-10H's
         return ""
-    units = int(primary["gate_measured"].sel(gate="units_beyond"))
+    units = int(measured)
     need = int(primary["gate_threshold"].sel(gate="units_beyond"))
     slope = v.sel(test="cifar10h_slope")
     if not float(slope["ci_low"]) > 0:

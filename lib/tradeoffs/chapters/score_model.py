@@ -23,7 +23,18 @@ from . import dataset_correlation as dc
 from . import human_alignment as ha
 from . import inverted_u as iu
 
-EXAMPLES = {"smoke": "mobilenet_v1_0.25_128_quant", "default": "efficientnet_lite2"}  # the page's example model
+EXAMPLES = {"smoke": "mobilenet_v1_0.25_128_quant", "default": "efficientnet_lite2",  # the page's example model
+            "full": "efficientnet_lite2"}
+
+
+def scoring_profile(profile: str, bapps: str | None) -> str:
+    """The profile whose sizes `score.score` uses. `full` scores at the reference sizes (its values must compare
+    with the stored results they are ranked among) and downloads BAPPS into `bapps` when it is absent there."""
+    if profile != "full":
+        return profile
+    if bapps is not None and not (Path(bapps) / "2afc" / "val").is_dir():
+        data.download_bapps(bapps)
+    return REFERENCE
 OWN_REFERENCES = ("the project's", "the inverted U's")  # how `score` names the chapters' stored results
 NOT_PER_MODEL = {  # claims whose measures no single trained model has
     "early_stopping": "compares the checkpoints of one training run, not trained models",
