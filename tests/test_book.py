@@ -554,3 +554,14 @@ def test_library_example_runs(data_root: Path, isolated: Path, capsys: pytest.Ca
     assert [line.split(":")[0] for line in lines] == ["cifar10_resnet20", "cifar10_resnet56"]
     assert float(namespace["d"]) > 0
     assert 0.7 < float(namespace["acc"]) < 0.95, "accuracy on the JPEG test images should be near 0.8 (see prose)"
+
+
+def test_reproducibility_page_says_what_full_downloads_and_costs() -> None:
+    lines = bookpages.full_profile_text(REPO / "data" / "results")
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ") and "---" not in line}
+    assert set(rows) - {"Notebook"} == {bookpages.TITLES[c] for c in bookpages.CLAIMS}
+    assert "ClickMe" in rows["Human alignment"] and "BAPPS" in rows["Inverted U"] and "ImageNet" in rows["AnyNetX subsets"]
+    assert all(re.search(r"on a T4, .* on an A100", row) for name, row in rows.items() if name != "Notebook")
+    text = "\n".join(lines)
+    assert "estimates, not measurements" in text and "test_full_profile.py" in text
+    assert "not estimated" in "\n".join(bookpages.full_profile_text(Path("/nonexistent")))

@@ -515,6 +515,7 @@ def reproducibility_text(root: Path, directory: Path | None = None) -> str:
              "stored in that file, run `make reproduce`. To recompute one notebook's files and compare them, run "
              "the command under its heading below. Without `--reproduce`, `python -m tradeoffs.run` reuses a stored "
              "file whenever its inputs (data, parameters and code) are unchanged.", ""]
+    lines += full_profile_text(directory)
     if table.empty:
         return "\n".join(lines + [f"No results are stored yet in `{directory.name}/`: run `make book`.", ""])
     commits = _unique(table["commit"].str[:7])
@@ -534,6 +535,61 @@ def reproducibility_text(root: Path, directory: Path | None = None) -> str:
                       for p in _unique(part["profile"])] + [""]
         lines += [*_table(("File", "Profile", "Computed", "Device and versions"), rows), ""]
     return "\n".join(lines)
+
+
+# Downloads of the `full` profile beyond the registry's data groups: (what, size as known, notebooks).
+FULL_EXTRAS = (
+    ("BAPPS 2AFC val archive, size not published (`data.download_bapps`, pinned on first use)",
+     ("inverted_u", "early_stopping")),
+    ("17 ClickMe validation shards, size not published (`clickme.shards`, pinned on first use)", ("human_alignment",)),
+    ("the timm models' weights from the Hugging Face hub", ("human_alignment", "inverted_u", "dataset_correlation")),
+    ("an ImageNet train folder (ILSVRC2012), the user's own download from image-net.org", ("anynetx_subsets",)),
+)
+
+
+def full_profile_text(directory: Path) -> list[str]:
+    """Per notebook: what its `full` profile downloads and its estimated GPU time (the stored Colab estimate)."""
+    from . import registry
+
+    est = None
+    path = directory / "performance_colab_default.nc"
+    if path.is_file():
+        with xr.open_dataset(path) as ds:
+            est = ds.load()
+    estimated = set(est["notebook"].values.tolist()) if est is not None else set()
+    rows = []
+    for name in CLAIMS:
+        # online, a file converted from a registered original (CIFAR-10's tarball) is read from that original
+        entries = [e for e in registry.entries() if name in USED_BY.get(e.group, ())
+                   and not any(getattr(e, k, None) for k in ("packaged", "documentation", "source"))]
+        extras = [what for what, users in FULL_EXTRAS if name in users]
+        data = f"registered files: {_size(entries)} ({len(entries):,} files)" if entries else "registered files: none"
+        if name in estimated:
+            e = est.sel(notebook=name)
+            time = (f"{_hours(float(e['hours_T4']))} on a T4, {_hours(float(e['hours_A100 40GB']))} on an A100 "
+                    f"({int(e['networks'])} networks, {float(e['gpu_images']) / 1e6:.2f} M forward images)")
+        else:
+            time = "not estimated"
+        rows.append((TITLES[name], "; ".join([data, *extras]), time))
+    basis = ("" if est is None else f" The times are estimates, not measurements: `{est.attrs['formula']}`, the work "
+             "of each network in forward images (W) over its throughput in timm's RTX 4090 inference table (S), "
+             f"scaled to each GPU by a device factor (r: {est.attrs['device_ratio']}); the Performance page gives "
+             "the details. No `full` run has been timed on a GPU here.")
+    return ["## The `full` profile on a GPU", "",
+            "Each claim notebook run with `profile = \"full\"` (e.g. on Colab) downloads what it reads when it is "
+            "absent, checking every file against its registered hash; files without a published checksum are "
+            "pinned on first use (the hash seen is kept beside the file in `<file>.sha256` and checked on every later "
+            "read)." + basis, "",
+            *_table(("Notebook", "Downloads", "Estimated GPU time"), rows), "",
+            "CI rehearses every notebook's `full` code path at miniature scale (`tests/test_full_profile.py`): an "
+            "empty data root, downloads from a local HTTP server that serves the files at their URL paths "
+            "(`TRADEOFFS_MIRROR`), files made by the test where we hold no original (BAPPS, ClickMe, an ImageNet-style "
+            "folder, and for the timm models random weights laid out as a Hugging Face cache, since the hub is "
+            "unreachable). Its numbers mean nothing; it shows that the code runs.", ""]
+
+
+def _hours(h: float) -> str:
+    return "< 1 min" if h * 60 < 1 else (f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h")
 
 
 def write_pages(root: Path, directory: Path | None = None, profile: str = "default") -> list[Path]:
