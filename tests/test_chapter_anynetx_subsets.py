@@ -111,6 +111,7 @@ def test_cost_and_full_texts() -> None:
     full = ch.full_text(_verdict())
     assert "samples 100 architectures" in full and "340–400 M multiply-add band scaled to 64² pixels" in full
     assert "10, 100, 1000 classes" in full and "spans 0.80 with 24 architectures" in full
+    assert full.endswith("It has not been run here: there are no `full` results.")
 
 
 def test_stored_default_verdict_is_what_measured_gives() -> None:

@@ -119,4 +119,5 @@ def test_outlook_and_skip_texts() -> None:
     assert text.startswith("The `full` profile probes 21 models, 18 of them from timm's pretrained zoo")
     assert "on 10,000 training images per data set" in text and "for 3 epochs" in text
     assert "which with 3 models are wide" in text
+    assert text.endswith("The `full` profile has not been run here: there are no `full` results.")
     assert ch.skipped_text("default") == "profile 'default': fine-tuning skipped (run the full profile on a GPU)"

@@ -117,6 +117,14 @@ def test_one_colour_per_model_across_pages() -> None:
     assert plots.model_color("vit_base_patch16_224.augreg_in21k") == plots.model_color("vit_base_patch16_224")
 
 
+def test_scatter_fit_takes_each_model_colour(ax: plt.Axes) -> None:
+    plots.scatter_fit(ax, [1, 2, 3, 4], [1, 3, 2, 4], hue=["pretrained", "resnet8", "pretrained", "resnet8"], fit=None,
+                      palette={"resnet8": plots.model_color("resnet8")})
+    colours = [tuple(c.get_facecolor()[0][:3]) for c in ax.collections]
+    assert colours[1] == pytest.approx(plots.model_color("resnet8"))  # the level the palette names
+    assert colours[0] == pytest.approx(sns.color_palette(plots.PALETTE)[0])  # the others: the book palette
+
+
 def test_chance_line_is_in_the_legend(ax: plt.Axes) -> None:
     plots.chance_line(ax, 0.1)
     ax.legend()

@@ -102,8 +102,10 @@ def polyfit_band(x: np.ndarray, y: np.ndarray, degree: int, grid: np.ndarray,
 def scatter_fit(ax: Axes, x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, *,
                 hue: Sequence[str] | None = None, fit: Fit = "linear", point_labels: Sequence[str] | None = None,
                 xlabel: str = "", ylabel: str = "", title: str = "", fit_label: str | None = None,
-                color: str = "0.25") -> RegressionResultsWrapper | None:
+                color: str = "0.25", palette: dict | None = None) -> RegressionResultsWrapper | None:
     """Points (coloured by `hue`, optionally annotated) and one OLS fit over all of them with its 95% band.
+
+    `palette` maps hue levels to colours (e.g. `model_color` of each network); levels it lacks take the book palette.
 
     Returns the statsmodels fit (coefficients in increasing powers of x), or None when `fit` is None.
     """
@@ -120,6 +122,7 @@ def scatter_fit(ax: Axes, x: Sequence[float] | np.ndarray, y: Sequence[float] | 
             raise TradeoffsError(f"hue has {len(groups)} entries for {len(xs)} points")
         levels = list(dict.fromkeys(groups.tolist()))
         for level, c in zip(levels, sns.color_palette(PALETTE, len(levels))):
+            c = (palette or {}).get(level, c)
             sel = groups == level
             ax.scatter(xs[sel], ys[sel], s=28, color=c, edgecolor="white", linewidth=0.5, label=str(level), zorder=3)
     if point_labels is not None:

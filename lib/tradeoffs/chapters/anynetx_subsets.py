@@ -298,7 +298,10 @@ def full_text(v: xr.Dataset) -> str:
             f"{int(row.n)} architectures; training longer on more images "
             "is expected to lower the seed-to-seed noise that blurs rankings of small networks trained briefly. "
             "Tuggener et al.'s eight other data sets (named in their paper; the abstract kept here does not list them) "
-            "are not available offline.")
+            "are not available offline. "
+            + ("Its stored results exist." if (results.results_dir()
+                                               / f"{claims.result_name(CLAIM, 'runs', 'full')}.nc").exists()
+               else "It has not been run here: there are no `full` results."))
 
 
 # ---------------------------------------------------------------- figures

@@ -196,8 +196,11 @@ def load_probes(P: Mapping[str, Any], profile: str) -> xr.Dataset:
 
 
 def probe_table(pr: xr.Dataset) -> pd.DataFrame:
-    """Probe accuracy per model and data set, with published top-1 and family."""
-    return pr.accuracy.to_pandas().assign(top1=pr.top1.values, family=pr.family.values).round(1)
+    """Probe accuracy per model and data set, with published top-1, the model catalogue's family (as on the other
+    pages) and the kind of network the plots colour by (float EfficientNet-Lite or 8-bit TFLite MobileNet)."""
+    family = [_catalogue()["family"].get(m, "random init" if w == "random" else "") for m, w in
+              zip(pr.model.values, pr.weights.values)]
+    return pr.accuracy.to_pandas().assign(top1=pr.top1.values, family=family, kind=pr.family.values).round(1)
 
 
 def _trained(pr: xr.Dataset) -> xr.Dataset:
@@ -535,4 +538,12 @@ def outlook_text(pr: xr.Dataset) -> str:
             f"{full['n_train']:,} training images per data set, and fine-tunes the timm models for {full['epochs']} "
             "epochs on a GPU. More models from more families would narrow the probe intervals, which with "
             f"{_probed(pr)} are wide; a negative correlation there would side with Tuggener et al. Data sets far "
-            "from ImageNet, such as the fine-grained and medical sets of Tuggener et al., are not available offline.")
+            "from ImageNet, such as the fine-grained and medical sets of Tuggener et al., are not available offline. "
+            + _full_run_text())
+
+
+def _full_run_text() -> str:
+    """Whether this chapter has stored `full` results (its probes file)."""
+    if (results.results_dir() / f"{claims.result_name(CLAIM, 'probes', 'full')}.nc").exists():
+        return "Its stored results exist."
+    return "The `full` profile has not been run here: there are no `full` results."

@@ -409,7 +409,8 @@ def checkpoint_figure(checkpoints: xr.Dataset, cifar: xr.Dataset) -> Figure:
                  palette={m: plots.model_color(m) for m in ck["model"].unique()})  # each line follows one run's epochs
     ax.scatter(100 * cf["accuracy"], cf["kl"], marker="*", s=120, color="0.2", zorder=3,
                label=f"pretrained ({int(cf['n'].iloc[0]):,} images)")
-    ax.set(xlabel=_CIFAR_ACC, ylabel="KL(humans ‖ model) (nats, log scale)", yscale="log",
+    ax.set(xlabel=_CIFAR_ACC, ylabel="raw KL(humans ‖ model) (nats, calibration included; log scale)",
+           yscale="log",
            title=f"Checkpoints along training ({int(checkpoints.attrs['n_eval']):,} test images each)")
     ax.legend(loc="upper right")
     return fig
@@ -418,7 +419,8 @@ def checkpoint_figure(checkpoints: xr.Dataset, cifar: xr.Dataset) -> Figure:
 def checkpoint_text(checkpoints: xr.Dataset) -> str:
     """Spearman ρ between accuracy and KL over each model's checkpoints."""
     ck_rho = {m: _spearman(g["accuracy"], g["kl"])["r"] for m, g in _checkpoint_frame(checkpoints).groupby("model")}
-    return ("Within training, Spearman ρ between test accuracy and KL over all checkpoints and seeds: "
+    return ("Within training, Spearman ρ between test accuracy and raw KL (calibration included, as in the figure) "
+            "over all checkpoints and seeds: "
             + ", ".join(f"{v:.2f} for {m}" for m, v in ck_rho.items())
             + " (checkpoints of one run are not independent, so no interval is given).")
 

@@ -77,6 +77,7 @@ _LABELS = {CIFAR: ("test accuracy (CIFAR-10, JPEG copy)", "−ln KL(human ‖ mo
            EC: ("published ImageNet top-1 (%), offline mobile networks", "error consistency with humans (κ)"),
            SHAPE: ("published ImageNet top-1 (%), offline mobile networks", "shape bias")}
 
+_TRAINED = " checkpoints (trained here)"
 Curves = dict[str, tuple[Any, Any, Any]]  # name -> (accuracy, measure, unit of each point)
 
 
@@ -290,7 +291,7 @@ def cifar_points(cifar: xr.Dataset, early: xr.Dataset | None) -> pd.DataFrame:
         ckpt = (early[["accuracy", "kl_calibrated", "nn_human_prob"]].rename(kl_calibrated="kl")
                 .sel(epoch=early.epoch > 0).to_dataframe().reset_index())
         ckpt["unit"] = ckpt["model"] + " seed " + ckpt["seed"].astype(str)
-        ckpt["source"] = ckpt["model"].str.replace("cifar10_", "") + " checkpoints (trained here)"
+        ckpt["source"] = ckpt["model"].str.replace("cifar10_", "") + _TRAINED
         points.append(ckpt[["unit", "source", "accuracy", "kl", "nn_human_prob"]])
     points = pd.concat(points, ignore_index=True)
     points["alignment"] = -np.log(points["kl"])
@@ -428,12 +429,20 @@ def fit(curves: Curves, P: dict[str, Any]) -> dict[str, dict]:
             for name, xyu in curves.items() if len(xyu[0]) >= 5}
 
 
+def _source_colors(points: pd.DataFrame) -> dict[str, Any]:
+    """Each run's checkpoints in its architecture's colour on every page (`plots.model_color`); the pretrained
+    ResNets in dark grey, as on the human-alignment page."""
+    return {s: "0.2" if not s.endswith(_TRAINED) else plots.model_color(s.removesuffix(_TRAINED))
+            for s in points["source"].unique()}
+
+
 def fits_figure(curves: Curves, fits: dict[str, dict], points: pd.DataFrame, chance_level: float,
                 human_kappa: float | None = None) -> Figure:
     """The four curves with their quadratic fits, the fitted optimum and its 95% interval, chance on the CIFAR-10
     accuracy axes and on the nearest-neighbour share, and people's mean κ with each other on the κ panel."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
     hues = {CIFAR: points["source"], NN: points["source"], EC: None, SHAPE: None}
+    palette = _source_colors(points)
     for ax, name in zip(axes.flat, _LABELS):
         x, y, _ = curves[name]
         if name not in fits:
@@ -441,7 +450,8 @@ def fits_figure(curves: Curves, fits: dict[str, dict], points: pd.DataFrame, cha
             continue
         f = fits[name]
         plots.scatter_fit(ax, x, y, hue=hues[name], fit="quadratic", xlabel=_LABELS[name][0],
-                          ylabel=_LABELS[name][1], title=name.replace(" vs ", "\nvs "), point_labels=None)
+                          ylabel=_LABELS[name][1], title=name.replace(" vs ", "\nvs "), point_labels=None,
+                          palette=palette if hues[name] is not None else None)
         if np.min(x) < f["optimum"] < f["x_max"]:  # an optimum inside the data
             ax.axvline(f["optimum"], color="0.3", linestyle="--", linewidth=1)
             ax.axvspan(*np.clip(f["ci"]["optimum"], np.min(x), np.max(x)), color="0.5", alpha=0.12, linewidth=0)
