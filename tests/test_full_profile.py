@@ -30,6 +30,7 @@ from PIL import Image
 from tfrecord.writer import TFRecordWriter
 
 from tradeoffs import claims, data, registry, run
+from tradeoffs.chapters.score_model import scoring_profile
 from tradeoffs.clickme import URL as CLICKME_URL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,11 +220,12 @@ def miniature(bapps: Path, imagenet: Path) -> dict[str, dict]:
 def test_full_path_runs_and_labels_its_results(rehearsal: Path, name: str) -> None:
     nb = nbformat.read(rehearsal / "executed" / f"{name}.ipynb", as_version=4)
     assert nb.metadata.papermill.parameters["profile"] == "full"
-    files = sorted((rehearsal / "results").glob(f"{name}_*_full.nc"))
+    profile = scoring_profile("full", None) if name == "score_model" else "full"  # scoring: the reference sizes
+    files = sorted((rehearsal / "results").glob(f"{name}_*_{profile}.nc"))
     assert files, f"{name} wrote no results on full"
     for path in files:
         with xr.open_dataset(path) as ds:
-            assert ds.attrs["profile"] == "full"
+            assert ds.attrs["profile"] == profile
 
 
 def test_downloads_came_from_the_mirror_and_were_pinned(rehearsal: Path) -> None:
