@@ -565,3 +565,12 @@ def test_reproducibility_page_says_what_full_downloads_and_costs() -> None:
     text = "\n".join(lines)
     assert "estimates, not measurements" in text and "test_full_profile.py" in text
     assert "not estimated" in "\n".join(bookpages.full_profile_text(Path("/nonexistent")))
+
+
+def test_pinned_hashes_are_listed(tmp_path: Path) -> None:
+    assert "none (neither BAPPS nor ClickMe" in bookpages.pinned_text([tmp_path])
+    (tmp_path / "clickme").mkdir()
+    (tmp_path / "clickme" / "val-0.tfrecords").write_bytes(b"x")
+    (tmp_path / "clickme" / "val-0.tfrecords.sha256").write_text("ab12  val-0.tfrecords\n")
+    (tmp_path / "notes.sha256").write_text("cd34  gone\n")  # a manifest, not a record beside its file
+    assert bookpages.pinned_text([tmp_path]).endswith(": `val-0.tfrecords` sha256 `ab12`.")

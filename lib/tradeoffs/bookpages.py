@@ -581,11 +581,27 @@ def full_profile_text(directory: Path) -> list[str]:
             "pinned on first use (the hash seen is kept beside the file in `<file>.sha256` and checked on every later "
             "read)." + basis, "",
             *_table(("Notebook", "Downloads", "Estimated GPU time"), rows), "",
+            pinned_text(), "",
             "CI rehearses every notebook's `full` code path at miniature scale (`tests/test_full_profile.py`): an "
             "empty data root, downloads from a local HTTP server that serves the files at their URL paths "
             "(`TRADEOFFS_MIRROR`), files made by the test where we hold no original (BAPPS, ClickMe, an ImageNet-style "
             "folder, and for the timm models random weights laid out as a Hugging Face cache, since the hub is "
             "unreachable). Its numbers mean nothing; it shows that the code runs.", ""]
+
+
+def pinned_text(folders: Sequence[Path] | None = None) -> str:
+    """The hashes pinned on first use (`registry.pin` records `<file>.sha256` beside the file) under `folders`
+    (default: the data root and the `full` profile's BAPPS folder), as the machine that builds the book has them."""
+    from . import registry
+
+    folders = [registry.data_root(), Path("bapps")] if folders is None else list(folders)
+    seen = sorted((record.with_suffix(""), record.read_text().split()[0]) for folder in folders if folder.is_dir()
+                  for record in folder.rglob("*.sha256") if record.with_suffix("").is_file())
+    if not seen:
+        return ("Hashes pinned on first use on the machine that built this book: none (neither BAPPS nor ClickMe was "
+                "downloaded there).")
+    return "Hashes pinned on first use on the machine that built this book: " + "; ".join(
+        f"`{path.name}` sha256 `{digest}`" for path, digest in seen) + "."
 
 
 def _hours(h: float) -> str:
