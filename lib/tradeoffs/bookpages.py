@@ -404,9 +404,11 @@ def _verdict_details(root: Path, row: dict[str, Any], profile: str, directory: P
     rest = tests[~tests["primary"].astype(bool)]
     if len(rest):
         lines += ["Secondary evidence (never voted; p adjusted by Holm over the judged rows):", ""]
-        table = [(_esc(t["name"]), _estimate(t), "" if pd.isna(t["p_holm"]) else f"{float(t['p_holm']):.2g}",
-                  _esc(t["consistency"]), _badge(str(t["outcome"]))) for _, t in rest.iterrows()]
-        lines += _table(("Test", "Estimate [95% CI]", "Holm p", "Against the paper", "Outcome"), table) + [""]
+        table = [(_esc(t["name"]), _esc(t["construct"]), _estimate(t),
+                  "" if pd.isna(t["p_holm"]) else f"{float(t['p_holm']):.2g}", _esc(t["consistency"]),
+                  _badge(str(t["outcome"]))) for _, t in rest.iterrows()]
+        lines += _table(("Test", "What it measures", "Estimate [95% CI]", "Holm p", "Against the paper", "Outcome"),
+                        table) + [""]
     return lines
 
 
