@@ -30,6 +30,15 @@ def settings(profiles: Mapping[str, Mapping[str, Any]], profile: str, given: Map
     return chosen
 
 
+def full_run_text(claim: str, part: str, subject: str = "It") -> str:
+    """Whether `claim` has stored `full` results (its `part` file), as a sentence for the page."""
+    from .. import claims, results
+
+    if (results.results_dir() / f"{claims.result_name(claim, part, 'full')}.nc").exists():
+        return "Its stored results exist."
+    return f"{subject} has not been run here: there are no `full` results."
+
+
 def setup() -> None:
     """What every chapter notebook starts with: the book's figure style."""
     from .. import plots

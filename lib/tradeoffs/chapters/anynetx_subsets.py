@@ -272,11 +272,14 @@ def available_test_images(p: Plan) -> dict[str, int]:
     digits and folders: every image not used for training)."""
     loaders = {"cifar10": lambda: data.cifar10("test"), "fashion_mnist": lambda: data.fashion_mnist("test"),
                "digits": data.digits}
+    labels_of: dict[str, np.ndarray] = {}  # each data set read once (the source subsets share CIFAR-10)
     out = {}
     for d in p.sources + p.targets:
         if d.name not in loaders:
             continue
-        labels = loaders[d.name]()["labels"].values
+        if d.name not in labels_of:
+            labels_of[d.name] = loaders[d.name]()["labels"].values
+        labels = labels_of[d.name]
         classes = d.classes if d.classes is not None else np.unique(labels)
         held = int(np.isin(labels, classes).sum())
         out[d.label] = held - (len(classes) * d.n_train if d.name == "digits" else 0)
@@ -345,10 +348,7 @@ def full_text(v: xr.Dataset) -> str:
             f"{int(row.n)} architectures; training longer on more images "
             "is expected to lower the seed-to-seed noise that blurs rankings of small networks trained briefly. "
             "Tuggener et al.'s eight other data sets (named in their paper; the abstract kept here does not list them) "
-            "are not available offline. "
-            + ("Its stored results exist." if (results.results_dir()
-                                               / f"{claims.result_name(CLAIM, 'runs', 'full')}.nc").exists()
-               else "It has not been run here: there are no `full` results."))
+            "are not available offline. " + chapters.full_run_text(CLAIM, "runs"))
 
 
 # ---------------------------------------------------------------- figures

@@ -539,11 +539,5 @@ def outlook_text(pr: xr.Dataset) -> str:
             "epochs on a GPU. More models from more families would narrow the probe intervals, which with "
             f"{_probed(pr)} are wide; a negative correlation there would side with Tuggener et al. Data sets far "
             "from ImageNet, such as the fine-grained and medical sets of Tuggener et al., are not available offline. "
-            + _full_run_text())
+            + chapters.full_run_text(CLAIM, "probes", "The `full` profile"))
 
-
-def _full_run_text() -> str:
-    """Whether this chapter has stored `full` results (its probes file)."""
-    if (results.results_dir() / f"{claims.result_name(CLAIM, 'probes', 'full')}.nc").exists():
-        return "Its stored results exist."
-    return "The `full` profile has not been run here: there are no `full` results."

@@ -618,12 +618,6 @@ def verdict_text(trials: xr.Dataset, obs: xr.Dataset, cifar: xr.Dataset, harm: x
         "cache takes a small fraction of that.")
 
 
-def _full_run_text() -> str:
-    """Whether this chapter has stored `full` results."""
-    if (results.results_dir() / f"{claims.result_name(CLAIM, 'observers', 'full')}.nc").exists():
-        return "Its stored results exist."
-    return "It has not been run here: there are no `full` results."
-
 
 def outlook_text(obs: xr.Dataset, harm: xr.Dataset, cifar: xr.Dataset) -> str:
     """What would change the verdict: the range our models span against the serre-lab vertex, and the full profile."""
@@ -638,7 +632,7 @@ def outlook_text(obs: xr.Dataset, harm: xr.Dataset, cifar: xr.Dataset) -> str:
         f"(models of ours above it: {int((top1 > vertex).sum())}). The `full` profile would add {len(TIMM_ZOO)} "
         "timm models up to ViT, Swin and ConvNeXt (its `timm_models` parameter), score them on the same human trials, "
         "and run the paper's own measure on ClickMe maps; a negative correlation there, above the vertex, would "
-        f"support the claim where this page cannot. {_full_run_text()} For CIFAR-10H, {cifar.sizes['model']} "
+        f"support the claim where this page cannot. {chapters.full_run_text(CLAIM, 'observers')} For CIFAR-10H, {cifar.sizes['model']} "
         "pretrained networks are too few for a decisive interval; the checkpoints of the early-stopping chapter give many more accuracy levels, but within a few "
         "training runs, so they are shown and not counted as independent models. Fel et al.'s own evidence that the "
         "trade-off is not inevitable, the neural harmonizer (a training routine that in their words both aligns "
