@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +13,8 @@ import xarray as xr
 from tradeoffs import store
 from tradeoffs.chapters import anynetx_subsets as ch
 from tradeoffs.errors import TradeoffsError
+
+REPO = Path(__file__).resolve().parents[1]
 
 NONE = dict(n_architectures=None, n_replicates=None, epochs=None, source=None, n_workers=None, device=None)
 
@@ -157,3 +162,17 @@ def test_reach_text_scales_sampling_noise_with_the_test_images() -> None:
     assert "scoring all 2,400 test images its classes hold would give reliability 0.60" in text
     assert "unlimited test images at most 0.64" in text and "seed noise (SD 0.030" in text and "exceeds" in text
     assert "do not differ at all" in ch.reach_text(noise.assign(across=0.0), "s-2", 2400)
+
+
+def test_first_run_text_reads_the_stored_first_run(isolated) -> None:
+    first = store.load("anynetx_subsets_firstrun_default", REPO / "data" / "results")
+    store.save(first, "anynetx_subsets_firstrun_default", profile="default",
+               parameters={**store.parameters_of(first)}, elapsed_s=1.0)
+    now = first.copy()
+    now.attrs["parameters"] = json.dumps({**store.parameters_of(first), "n_test": 1000})
+    text = ch.first_run_text(now)
+    assert "scored each source subset on 300 test images per class and failed the reliability gate (0.42)" in text
+    assert "raised to 1,000 per class" in text and "After that result was seen" in text
+    assert ch.first_run_text(first) == "", "no change, no sentence"
+    now.attrs["profile_judged"] = "smoke"
+    assert ch.first_run_text(now) == "", "no stored first run for this profile"
