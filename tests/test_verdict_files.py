@@ -111,7 +111,10 @@ def test_early_stopping_primary_recomputed() -> None:
 
 
 def test_stored_results_come_from_committed_code() -> None:
-    """Verdict files: clean tree, a commit in this history, never older than the results they summarise."""
+    """Every stored result from a clean tree; verdict files also a commit in this history, never older than the
+    results they summarise."""
+    dirty = [p.name for p in sorted(STORED.glob("*.nc")) if int(xr.open_dataset(p).attrs["git_dirty"])]
+    assert not dirty, f"computed from a dirty tree: {dirty} (recompute them from a clean checkout)"
     for claim_id in claims.CLAIMS:
         v = stored(claims.result_name(claim_id, "verdict", "default"))
         assert int(v.attrs["git_dirty"]) == 0, f"{claim_id}: verdict computed from a dirty tree"
