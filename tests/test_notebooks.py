@@ -254,11 +254,11 @@ def _markdown_outputs(nb: nbformat.NotebookNode) -> list[str]:
     return [o["data"][k] for c in nb.cells for o in c.get("outputs", []) for k in MARKDOWN if k in o.get("data", {})]
 
 
-def _page_numbers(results: Path, name: str) -> np.ndarray:
+def _page_numbers(results: Path, name: str, profile: str = "smoke") -> np.ndarray:
     """The stored values a notebook can print: its own results files, those it reads (other pages' files, stored
     benchmarks), the published tables."""
-    files = [p for n in (name, *READS.get(name, ())) for p in sorted(results.glob(f"{n}_*_smoke.nc"))
-             + sorted(results.glob(f"{n}_smoke.nc"))]
+    files = [p for n in (name, *READS.get(name, ())) for p in sorted(results.glob(f"{n}_*_{profile}.nc"))
+             + sorted(results.glob(f"{n}_{profile}.nc"))]
     files += sorted(BENCHMARKS.glob("*.nc")) if name == "performance" else []
     found = [_published_numbers()]
     for path in files:
@@ -278,6 +278,19 @@ def test_markdown_output_numbers_are_stored_values(smoke: Path, name: str) -> No
     assert not found, f"{name} prints numbers that match no stored value: {found}"
     stale = [p for p in DERIVED.get(name, {}) if not any(re.search(p, md) for md in pages)]
     assert not stale, f"{name}: DERIVED patterns that match nothing on the page: {stale}"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_the_built_default_book_prints_only_stored_numbers(name: str) -> None:
+    """The same scan on the `default` pages `make book` executed into book/executed, against data/results (runs
+    where the book was built; CI builds only `smoke`)."""
+    path = REPO / "book" / "executed" / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4) if path.is_file() else None
+    if nb is None or nb.metadata.get("papermill", {}).get("parameters", {}).get("profile") != "default":
+        pytest.skip("no default book built in this checkout (`make book` builds it)")
+    stored, known = _page_numbers(REPO / "data" / "results", name, "default"), test_prose.declared()
+    found = [n for md in _markdown_outputs(nb) for n in unmatched(md, stored, known, DERIVED.get(name, {}))]
+    assert not found, f"{name} (default) prints numbers that match no stored value: {found}"
 
 
 def test_a_planted_number_is_caught(smoke: Path) -> None:
