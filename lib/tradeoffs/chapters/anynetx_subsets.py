@@ -293,7 +293,6 @@ def reach_text(noise: pd.DataFrame, label: str, available: int) -> str:
     n = int(row["test images"])
     held = max(available, n)
     sampling = float(row["sampling"]) * math.sqrt(n / held)
-
     if not float(row["across"]) > 0:
         return (f"On {label}, the architectures' accuracies do not differ at all, so no number of test images can "
                 "make them reliable.")
