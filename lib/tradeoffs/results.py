@@ -91,7 +91,7 @@ def _feed(h: "hashlib._Hash", obj: Any) -> None:
     if isinstance(obj, np.ndarray):
         arr = np.ascontiguousarray(obj)
         h.update(f"ndarray{arr.dtype.str}{arr.shape}".encode())
-        h.update(arr.tobytes())
+        h.update(arr.tobytes() if arr.dtype.hasobject else arr.reshape(-1).view(np.uint8))  # no copy of the data
     elif hasattr(obj, "detach") and hasattr(obj, "cpu"):  # torch tensor
         _feed(h, obj.detach().cpu().numpy())
     elif isinstance(obj, ModuleType):
