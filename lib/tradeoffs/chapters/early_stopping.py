@@ -216,7 +216,7 @@ def epochs_figure(ds: xr.Dataset) -> Figure:
         ax.set(ylabel="", xlabel="epoch")
         if key == "kl":
             _log_y(ax)
-        if key == "accuracy":
+        if key in ("accuracy", "nn_human_prob"):  # a random class gets on average 1/10 of the human votes too
             plots.chance_line(ax, CHANCE)
             ax.annotate("chance", (1, CHANCE), xycoords=("axes fraction", "data"), xytext=(-2, 3),
                         textcoords="offset points", ha="right", fontsize="small", color="0.4")

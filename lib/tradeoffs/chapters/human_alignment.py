@@ -409,6 +409,7 @@ def checkpoint_figure(checkpoints: xr.Dataset, cifar: xr.Dataset) -> Figure:
                  palette={m: plots.model_color(m) for m in ck["model"].unique()})  # each line follows one run's epochs
     ax.scatter(100 * cf["accuracy"], cf["kl"], marker="*", s=120, color="0.2", zorder=3,
                label=f"pretrained ({int(cf['n'].iloc[0]):,} images)")
+    plots.chance_line(ax, 10, "chance accuracy (10%)", axis="x")  # the random initialisations (epoch 0) sit near it
     ax.set(xlabel=_CIFAR_ACC, ylabel="raw KL(humans ‖ model) (nats, calibration included; log scale)",
            yscale="log",
            title=f"Checkpoints along training ({int(checkpoints.attrs['n_eval']):,} test images each)")

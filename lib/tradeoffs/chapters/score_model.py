@@ -87,7 +87,9 @@ def _references_text(ds: xr.Dataset) -> str:
                 "(`python -m tradeoffs.run` computes the chapters' results).")
     smoke = " (computed on all images: a smoke score is indicative only)" if ds.attrs["profile"] != REFERENCE else ""
     return (f"The references are the project's stored `{REFERENCE}` results{smoke}; a model scored under its own name "
-            "is left out of its references.")
+            "is left out of its references. Their ImageNet networks are offline mobile networks, most of them "
+            "int8-quantised TFLite graphs, not the state-of-the-art networks the papers' claims are about (the Human "
+            "alignment page lists them).")
 
 
 def _own_references(ds: xr.Dataset) -> bool:
