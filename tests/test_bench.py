@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -110,6 +111,14 @@ def test_timed_interleaves_rounds_and_drops_warmup() -> None:
     out = bench.timed({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=2, sync=False)
     assert calls == ["a", "b"] * 5
     assert {k: len(v) for k, v in out.items()} == {"a": 3, "b": 3} and all(t >= 0 for v in out.values() for t in v)
+
+
+def test_timed_settles_after_each_function_outside_the_timing() -> None:
+    calls: list[str] = []
+    out = bench.timed({"a": lambda: calls.append("a")}, repeats=2, warmup=1, sync=False,
+                      settle=lambda: (calls.append("settle"), time.sleep(0.05)))
+    assert calls == ["a", "settle"] * 3
+    assert max(out["a"]) < 0.05, "the settle step was timed"
 
 
 @given(st.integers(1, 16))

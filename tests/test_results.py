@@ -169,6 +169,10 @@ def test_compare_uses_the_declared_per_variable_and_outcome_tolerances(isolated:
     assert store.compare(stored, nudged)[0].startswith("score: 1 of 6 values differ")
     nudged.attrs["tolerance"] = json.dumps({"outcomes_only": True})
     assert store.compare(stored, nudged) == []
+    nudged.attrs["tolerance"] = json.dumps({"rtol": 0.0, "atol": 1e-3, "timings": ["score"]})  # wall-clock: not compared
+    assert store.compare(stored, nudged) == []
+    nudged.attrs["tolerance"] = json.dumps({"rtol": 0.0, "atol": 1e-3, "timings": ["other"]})
+    assert store.compare(stored, nudged)[0].startswith("score: 1 of 6 values differ")
 
 
 def test_labels_are_not_truncated_by_an_inherited_string_width(isolated):

@@ -88,9 +88,12 @@ def at_size(model: models.Model, size: int) -> models.Model:
     return replace(model, preprocess=replace(model.preprocess, input_size=(size, size), crop_pct=1.0))
 
 
-def timed(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, sync: bool) -> dict[str, list[float]]:
+def timed(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, sync: bool,
+          settle: Callable[[], object] = lambda: None) -> dict[str, list[float]]:
     """Wall seconds of each function over `repeats` rounds after `warmup` rounds; within a round every function runs
-    once, in turn, so a change in the machine's load hits all of them alike and per-round ratios stay comparable."""
+    once, in turn, so a change in the machine's load hits all of them alike and per-round ratios stay comparable.
+    `settle` runs untimed after each function (e.g. waits for queued cache writes, so that one function's background
+    work does not slow the next one's timing)."""
     out: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(warmup + repeats):
         for k, fn in fns.items():
@@ -102,6 +105,7 @@ def timed(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, sync:
                 torch.cuda.synchronize()
             if r >= warmup:
                 out[k].append(time.perf_counter() - t)
+            settle()
     return out
 
 
@@ -183,9 +187,10 @@ def bench_case(case: Case, device: torch.device, repeats: int, warmup: int) -> d
 
         try:
             # the first call of a process also starts the NetCDF library and hashes the model's weights once
-            cold = timed({"cold": first_cached}, 1, 0, cuda)["cold"]
-            variants["extract_first_cached"] = first_cached
-            speeds = {k: [n / s for s in secs] for k, secs in timed(variants, repeats, warmup, cuda).items()}
+            cold = timed({"cold": first_cached}, 1, 0, cuda, settle=results.flush)["cold"]
+            variants["extract_first_cached"] = first_cached  # its writes overlap nothing timed (`settle`)
+            speeds = {k: [n / s for s in secs]
+                      for k, secs in timed(variants, repeats, warmup, cuda, settle=results.flush).items()}
             again = timed({"again": lambda: extract(cache=True)}, repeats, 0, cuda)["again"]  # the last cache, full
         finally:
             if before is None:

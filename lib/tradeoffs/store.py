@@ -105,12 +105,15 @@ def compare(stored: xr.Dataset, fresh: xr.Dataset) -> list[str]:
 
     The tolerance is the one the code declares now (the fresh file's; the stored file's if the fresh one has none):
     `rtol` and `atol` for every numeric variable, `variables` (name -> {"rtol", "atol"}) where a variable's measured
-    rerun spread is wider, and `outcomes_only` to compare only the non-numeric variables (a verdict file whose numbers
-    come from runs that are not bit-reproducible: its outcomes must hold, its numbers follow the data's tolerance).
+    rerun spread is wider, `outcomes_only` to compare only the non-numeric variables (a verdict file whose numbers
+    come from runs that are not bit-reproducible: its outcomes must hold, its numbers follow the data's tolerance),
+    and `timings`: variables that record wall-clock time, kept as provenance, not compared.
     """
     tol = json.loads(fresh.attrs.get("tolerance") or stored.attrs.get("tolerance", "{}"))
     problems = []
     for name in sorted(set(stored.data_vars) | set(fresh.data_vars)):
+        if name in tol.get("timings", ()):
+            continue
         if name not in stored or name not in fresh:
             problems.append(f"{name}: present in only one file")
             continue
