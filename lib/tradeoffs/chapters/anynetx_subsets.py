@@ -191,7 +191,7 @@ def cost_text(runs: xr.Dataset, n_runs: int, n_workers: int) -> str:
     return (f"The {n_runs} training runs add up to {cpu_minutes:.0f} minutes on one CPU thread (about "
             f"{cpu_minutes / n_workers:.0f} minutes of wall time on {n_workers} Dask workers); this computation "
             f"took {runs.attrs['elapsed_s'] / 60:.1f} minutes on {runs.attrs['device']} "
-            f"({runs.attrs['created_utc']}), reusing every run already in the cache.")
+            f"({runs.attrs['created_utc']}); a rerun reloads the runs from its cache.")
 
 
 # ---------------------------------------------------------------- analysis
