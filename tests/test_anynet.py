@@ -189,7 +189,7 @@ def test_unreachable_scheduler_says_what_to_do(isolated: Path) -> None:
 def test_damaged_cache_entry_is_recomputed(isolated: Path) -> None:
     path = results.cached_path("k", "abc")
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"not netcdf")
+    path.write_bytes(b"not a cache entry")
     assert results.read_cached("k", "abc") is None and not path.exists()
 
 

@@ -59,7 +59,7 @@ def test_chunks_are_filled_into_one_array_and_resume_from_cache(resnet: models.M
     monkeypatch.setattr(features, "CHUNK", 3)  # 3 + 3 + 1 images, each chunk its own cache entry
     first = features.extract(resnet, imgs, ["layer3", "logits"], pool="mean", device="cpu", progress=False)
     results.flush()  # chunks are written on a background thread
-    assert len(list((isolated / "cache" / "features").rglob("*.nc"))) == 3
+    assert len(list((isolated / "cache" / "features").rglob("*.pkl"))) == 3
     again = features.extract(resnet, imgs, ["layer3", "logits"], pool="mean", device="cpu", progress=False)
     for ds in (first, again):
         assert list(ds.image.values) == list(range(7)) and ds["layer3"].dims == whole["layer3"].dims

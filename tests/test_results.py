@@ -101,10 +101,23 @@ def test_cache_hit_miss_and_resume(isolated: Path) -> None:
 def test_damaged_cache_entry_is_recomputed(isolated: Path) -> None:
     key = results.content_key("damaged")
     results.cached("test", key, lambda: xr.Dataset({"v": ("k", np.ones(3))}))
-    entry = next((isolated / "cache" / "test").rglob("*.nc"))
+    entry = results.cached_path("test", key)
     entry.write_bytes(b"garbage")
     out = results.cached("test", key, lambda: xr.Dataset({"v": ("k", np.zeros(3))}))
     assert float(out.v.sum()) == 0.0
+
+
+def test_a_cache_hit_returns_what_the_miss_returned_and_refuses_a_misplaced_entry(isolated: Path) -> None:
+    made = xr.Dataset({"v": (("k", "c"), np.arange(6.0).reshape(3, 2))}, coords={"k": ["a", "b", "c"]},
+                      attrs={"flag": True, "n": None, "sizes": [1, 2]})
+    first = results.cached("test", results.content_key("same"), lambda: made)
+    hit = results.cached("test", results.content_key("same"), lambda: pytest.fail("recomputed"))
+    xr.testing.assert_identical(hit, first)
+    assert hit.attrs == first.attrs and hit.k.dtype == first.k.dtype
+    moved = results.cached_path("test", results.content_key("other"))
+    moved.parent.mkdir(parents=True, exist_ok=True)
+    results.cached_path("test", results.content_key("same")).rename(moved)  # an entry under the wrong name
+    assert results.read_cached("test", results.content_key("other")) is None and not moved.exists()
 
 
 def test_load_or_compute_reuses_only_matching_key(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,7 +151,7 @@ def test_a_failed_background_write_warns_and_leaves_no_entry(isolated: Path, mon
     def broken(ds, path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(results, "atomic_to_netcdf", broken)
+    monkeypatch.setattr(results, "_write_entry", broken)
     key = results.content_key("background", 2)
     with pytest.warns(UserWarning, match="disk full"):
         results.cached("test", key, lambda: xr.Dataset({"v": ("k", np.ones(2))}), background=True)

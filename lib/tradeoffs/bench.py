@@ -186,7 +186,7 @@ def bench_case(case: Case, device: torch.device, repeats: int, warmup: int) -> d
             extract(cache=True)
 
         try:
-            # the first call of a process also starts the NetCDF library and hashes the model's weights once
+            # the first call of a process also hashes the model's weights once
             cold = timed({"cold": first_cached}, 1, 0, cuda, settle=results.flush)["cold"]
             variants["extract_first_cached"] = first_cached  # its writes overlap nothing timed (`settle`)
             speeds = {k: [n / s for s in secs]
