@@ -47,6 +47,18 @@ def test_targets_report_the_worst_case(runs: dict[str, xr.Dataset]) -> None:
     first = ratios[ratios.variant == "extract_first_cached"].ratio.min()
     row = t.loc["first cached run ≥ 0.9× plain forward"]
     assert row["measured (worst case)"].startswith(f"{first:.2f}×") and row.status == ("met" if first >= 0.9 else "not met")
+    assert "--quick (worst case)" not in t
+
+
+def test_targets_add_the_quick_benchmark_beside_the_full_one(runs: dict[str, xr.Dataset]) -> None:
+    with xr.open_dataset(STORED.with_name("cpu_quick.nc")) as ds:
+        quick = {"cpu": ds.load()}
+    t = ch.targets(runs, ch.ratios(runs), ch.fractions(runs), quick).set_index("target")
+    first = ch.ratios(quick).query("variant == 'extract_first_cached'").ratio.min()
+    cell = t.loc["first cached run ≥ 0.9× plain forward", "--quick (worst case)"]
+    assert cell.startswith(f"{first:.2f}×") and cell.endswith(": met" if first >= 0.9 else ": not met")
+    assert t.loc["flat memory, 1,000 → 10,000 images", "--quick (worst case)"] == ""
+    assert ch.quick_runs({"source": "stored"}).keys() == {"cpu"} and ch.quick_runs({"source": "run"}) == {}
 
 
 def test_workload_counts_training_and_scoring() -> None:
