@@ -85,6 +85,9 @@ def test_texts_from_stored_results():
     text = ch.verdict_text(trials, obs, cifar, harm, seed=0)
     assert "re-analyses the claimants' serre-lab table (not an independent test)" in text
     assert f"The CIFAR-10H row has {cifar.sizes['model']} models" in text
+    minutes = sum(float(d.attrs["elapsed_s"]) for d in (trials, obs, cifar, harm)) / 60
+    assert f"The last computation of this page's results took {minutes:.1f} min on {obs.attrs['device']}" in text
+    assert f"CIFAR-10H {float(cifar.attrs['elapsed_s']) / 60:.1f} min" in text
 
 
 def test_outlook_says_whether_the_full_profile_has_run(isolated):

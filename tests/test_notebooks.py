@@ -148,17 +148,19 @@ DERIVED: dict[str, dict[str, str]] = {
                         r"data sets is (\S+) for \S+ and (\S+) for": "attenuation-corrected correlations",
                         r"budget: (\d+) SGD steps on .+? against (\d+) on": "epochs × images ÷ batch size"},
     "dataset_correlation": {r"published top-1 by at most ([\d.]+) points": "max |timm − torchvision| top-1",
-                            r"the lowest is \S+ \(r = ([\d.−-]+)\)": "the smallest per-data-set Pearson r"},
+                            r"the lowest is \S+ \(r = ([\d.−-]+)\)": "the smallest per-data-set Pearson r",
+                            r"results took ([\d.]+) min": "the elapsed_s of the page's results files, summed"},
     "early_stopping": {r"accounts for at most ([\d.]+) nats": "max over epochs of mean raw − calibrated KL",
                        r"raw KL falls by ([\d.]+) nats": "mean raw KL, first minus last epoch",
                        r"([\d.]+)% of the fall": "a held-out gain (mean, or its upper bound) over the calibrated-KL fall",
                        r"runs took ([\d.]+) min in all": "the runs' training times, summed"},
     "human_alignment": {r"and ([\d.]+) as the mean of the \d+ observers": "mean shape bias of the human observers",
                         r"(\d+) of the \d+ models average above 1": "count of serre-lab models above the ceiling",
-                        r"results took ([\d.]+) min": "the elapsed_s of the page's four results files, summed"},
+                        r"results took ([\d.]+) min": "the elapsed_s of the page's results files, summed"},
     "inverted_u": {r"sign test p = ([\d.e−-]+)": "binomial sign test on the counts of Table 1's cells",
                    r"(\d+) CIFAR-10 points: \d+ pretrained models and (\d+) checkpoints": "counts of points",
-                   r"\((\d+) points, (\d+) independent units": "points and models + runs of a fitted curve"},
+                   r"\((\d+) points, (\d+) independent units": "points and models + runs of a fitted curve",
+                   r"results took ([\d.]+) min": "the elapsed_s of the page's results files, summed"},
 }
 READS = {"inverted_u": ("early_stopping", "human_alignment"), "human_alignment": ("early_stopping",)}  # others' files
 BENCHMARKS = REPO / "data" / "benchmarks"  # the stored benchmark runs the performance page shows

@@ -39,6 +39,15 @@ def full_run_text(claim: str, part: str, subject: str = "It") -> str:
     return f"{subject} has not been run here: there are no `full` results."
 
 
+def elapsed_text(parts: Mapping[str, Any]) -> str:
+    """How long the last computation of a page's results took, in all and per results file (their `elapsed_s`)."""
+    minutes = {name: float(ds.attrs["elapsed_s"]) / 60 for name, ds in parts.items()}
+    first = next(iter(parts.values())).attrs
+    return (f"The last computation of this page's results took {sum(minutes.values()):.1f} min on {first['device']} "
+            f"(profile `{first['profile']}`: " + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items())
+            + "; read from the results files' `elapsed_s`).")
+
+
 def setup() -> None:
     """What every chapter notebook starts with: the book's figure style."""
     from .. import plots

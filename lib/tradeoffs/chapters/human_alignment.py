@@ -600,9 +600,6 @@ def measured(obs: xr.Dataset, cifar: xr.Dataset, harm: xr.Dataset, clickme: xr.D
 def verdict_text(trials: xr.Dataset, obs: xr.Dataset, cifar: xr.Dataset, harm: xr.Dataset, seed: int) -> str:
     """The primary test's split, the spread of the error-consistency rows, the CIFAR-10H row and the run time."""
     split, spread = _split(harm, seed), _spread(_per_dataset(_groups(obs)[1]))
-    elapsed = sum(float(ds.attrs["elapsed_s"]) for ds in (trials, obs, cifar, harm))
-    minutes = {name: float(ds.attrs["elapsed_s"]) / 60 for name, ds in (("model decisions", trials),
-                                                                        ("CIFAR-10H", cifar))}
     return (
         "The primary test re-analyses the claimants' serre-lab table (not an independent test): it fits the optimum "
         f"on one random half of the models ({split['optimum']:.1f}% top-1) and correlates the other half's "
@@ -612,11 +609,9 @@ def verdict_text(trials: xr.Dataset, obs: xr.Dataset, cifar: xr.Dataset, harm: x
         + ("; they disagree, so the pooled row is not judged and each data set is reported on its own. "
            if spread["I2"] > 0.5 else ". ")
         + f"The CIFAR-10H row has {cifar.sizes['model']} models, fewer than its gate needs. "
-        f"The last computation of this page's results took {elapsed / 60:.1f} min on {obs.attrs['device']} "
-        f"(profile `{obs.attrs['profile']}`, created {obs.attrs['created_utc']}; "
-        + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items())
-        + "; read from the results files' `elapsed_s`). A recomputation that finds the models' logits in the features "
-        "cache takes a small fraction of that.")
+        + chapters.elapsed_text({"model decisions": trials, "observers": obs, "CIFAR-10H": cifar,
+                                 "harmonization": harm})
+        + " A recomputation that finds the models' logits in the features cache takes a small fraction of that.")
 
 
 
