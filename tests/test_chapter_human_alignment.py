@@ -86,7 +86,9 @@ def test_texts_from_stored_results():
     assert "re-analyses the claimants' serre-lab table (not an independent test)" in text
     assert f"The CIFAR-10H row has {cifar.sizes['model']} models" in text
     minutes = sum(float(d.attrs["elapsed_s"]) for d in (trials, obs, cifar, harm)) / 60
-    assert f"The last computation of this page's results took {minutes:.1f} min on {obs.attrs['device']}" in text
+    assert f"The last computation of this page's results took {minutes:.1f} min (model decisions " in text
+    assert text.endswith(f"`elapsed_s`) on {obs.attrs['device']}. A recomputation that finds the models' logits in "
+                         "the features cache takes a small fraction of that.")
     assert f"CIFAR-10H {float(cifar.attrs['elapsed_s']) / 60:.1f} min" in text
 
 

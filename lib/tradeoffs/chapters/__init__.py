@@ -43,16 +43,20 @@ def elapsed_text(parts: Mapping[str, Any]) -> str:
     """How long the last computation of a page's results took, in all and per results file (their `elapsed_s`)."""
     minutes = {name: float(ds.attrs["elapsed_s"]) / 60 for name, ds in parts.items()}
     first = next(iter(parts.values())).attrs
-    return (f"The last computation of this page's results took {sum(minutes.values()):.1f} min on {first['device']} "
-            f"(profile `{first['profile']}`: " + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items())
-            + "; read from the results files' `elapsed_s`).")
+    return (f"The last computation of this page's results took {sum(minutes.values()):.1f} min ("
+            + ", ".join(f"{k} {v:.1f} min" for k, v in minutes.items())
+            + f"; profile `{first['profile']}`, read from the results files' `elapsed_s`) on {first['device']}.")
 
 
 def setup() -> None:
-    """What every chapter notebook starts with: the book's figure style."""
+    """What every chapter notebook starts with: the book's figure style, and tables whose cells show their whole
+    text (pandas cuts cells at 50 characters by default)."""
+    import pandas as pd
+
     from .. import plots
 
     plots.set_style()
+    pd.set_option("display.max_colwidth", None)
 
 
 def main_figure(fig: Any) -> None:
