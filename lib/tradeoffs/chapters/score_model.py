@@ -43,19 +43,29 @@ NOT_PER_MODEL = {  # claims whose measures no single trained model has
 
 
 def card_table(ds: xr.Dataset) -> pd.DataFrame:
-    """One row per measure: value, status, and each comparison (rank of n, percentile, range of the references)."""
-    values = ds[["value", "label", "status", "claims"]].to_dataframe()
+    """One row per measured value and comparison: value, the claims it serves, and each comparison (rank of n,
+    percentile, the references' range); what was not measured is `not_measured_text`'s."""
+    measured = ds.isel(measure=(ds["status"] == "measured").values)
+    values = measured[["value", "label", "claims"]].to_dataframe()
+    values["claims"] = values["claims"].str.replace("_", " ")
     if "comparison" not in ds.dims:
         return values.set_index("label")
     comp = ds[["comparison_measure", "reference", "n_reference", "rank", "percentile", "reference_min",
                "reference_max"]].to_dataframe()
     comp["rank"] = [f"{r} of {n + 1}" for r, n in zip(comp["rank"], comp["n_reference"])]
-    comp["range of the references"] = [f"{lo:.3g}–{hi:.3g}" for lo, hi in zip(comp["reference_min"],
-                                                                                comp["reference_max"])]
+    comp["percentile"] = [f"{p:.0f}" for p in comp["percentile"]]
+    comp["references' range"] = [f"{lo:.3g}–{hi:.3g}" for lo, hi in zip(comp["reference_min"], comp["reference_max"])]
     table = values.join(comp.set_index("comparison_measure")[["reference", "rank", "percentile",
-                                                              "range of the references"]], how="left")
-    table = table.set_index("label").round({"value": 3, "percentile": 0}).astype(object)
+                                                              "references' range"]], how="left")
+    table = table.set_index("label").round({"value": 3}).astype(object)
     return table.where(table.notna(), "")
+
+
+def not_measured_text(ds: xr.Dataset) -> str:
+    """The measures left out of the card, each with why (its status), as a Markdown list; "" when none."""
+    rows = [(str(ds["label"].sel(measure=m).item()), str(ds["status"].sel(measure=m).item()))
+            for m in ds["measure"].values if ds["status"].sel(measure=m).item() != "measured"]
+    return "".join(["Not measured here:\n\n"] + [f"- {label}: {why}\n" for label, why in rows]) if rows else ""
 
 
 def card_text(ds: xr.Dataset) -> str:

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             raise TradeoffsError("name a model to score (python -m tradeoffs.score --list shows the offline ones).")
         ds = score(args.model, profile=args.profile, weights=args.weights, arch=args.arch, top1=args.top1,
                    input_size=args.input_size, bapps=args.bapps, mvh=args.mvh, device=args.device)
-        print(page.card_text(ds), page.card_table(ds).to_string(), sep="\n\n")
+        print(page.card_text(ds), page.card_table(ds).to_string(), page.not_measured_text(ds), sep="\n\n")
         print(f"\nstored {results.results_dir() / (result_name(args.model, args.profile) + '.nc')}")
         if args.csv:
             for path in write_mvh_csv(trials(ds), args.csv):
