@@ -121,3 +121,13 @@ def test_outlook_and_skip_texts() -> None:
     assert "which with 3 models are wide" in text
     assert text.endswith("The `full` profile has not been run here: there are no `full` results.")
     assert ch.skipped_text("default") == "profile 'default': fine-tuning skipped (run the full profile on a GPU)"
+
+
+@pytest.mark.data
+def test_probe_table_shows_a_dash_where_a_network_has_no_imagenet_top1(data_root) -> None:
+    pr = store.load("dataset_correlation_probes_default", REPO / "data" / "results")
+    table = ch.probe_table(pr)
+    random = pr.weights.values == "random"
+    assert random.any() and (table["ImageNet top-1"][random] == "—").all()
+    assert table["ImageNet top-1"][~random].tolist() == np.round(pr.top1.values[~random], 1).tolist()
+    assert list(table.columns[-3:]) == ["ImageNet top-1", "family", "kind"]

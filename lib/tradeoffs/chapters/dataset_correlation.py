@@ -200,7 +200,10 @@ def probe_table(pr: xr.Dataset) -> pd.DataFrame:
     pages) and the kind of network the plots colour by (float EfficientNet-Lite or 8-bit TFLite MobileNet)."""
     family = [_catalogue()["family"].get(m, "random init" if w == "random" else "") for m, w in
               zip(pr.model.values, pr.weights.values)]
-    return pr.accuracy.to_pandas().assign(top1=pr.top1.values, family=family, kind=pr.family.values).round(1)
+    top1 = np.round(pr.top1.values, 1).astype(object)
+    top1[np.isnan(pr.top1.values)] = "—"  # networks with random weights have no ImageNet top-1
+    return pr.accuracy.to_pandas().round(1).assign(**{"ImageNet top-1": top1, "family": family,
+                                                      "kind": pr.family.values})
 
 
 def _trained(pr: xr.Dataset) -> xr.Dataset:
