@@ -250,16 +250,6 @@ def summary_rows(text: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip("|").split(" | ")] for line in block]
 
 
-@pytest.mark.parametrize(("values", "text"), [
-    ((-0.5, -0.8, -0.2), "-0.50 [-0.80, -0.20]"),
-    ((1.2e-4, 1e-5, 3e-4), "0.00012 [0.00001, 0.00030]"),
-    ((23.4, 15.2, 30.1), "23 [15, 30]"),
-    ((0.1, float("nan"), float("nan")), "0.10 [nan, nan]"),
-    ((0.5, 0.5, 0.5), "0.50 [0.50, 0.50]")])
-def test_interval_shows_two_digits_of_the_width(values: tuple[float, float, float], text: str) -> None:
-    assert bookpages.interval(*values) == text
-
-
 @pytest.mark.parametrize(("seconds", "text"), [(0.0, "<1 s"), (42.4, "42 s"), (210, "3.5 min"), (4320, "72.0 min"),
                                                (5400, "1.5 h"), (float("nan"), "unknown")])
 def test_duration(seconds: float, text: str) -> None:
@@ -298,7 +288,7 @@ def test_verdicts_page_from_stored_rows(tmp_path: Path, isolated: Path) -> None:
     assert "{bdg-info}`not testable here`" in section, "4 CIFAR models fail the n gate"
     assert "`python -m tradeoffs.run" not in section
     gap = text.split("### Inverted U", 1)[1].split("###", 1)[0]
-    assert "accuracy points; at most 10): 30 (fails)" in gap and "consistent with the paper's -0.84" not in gap
+    assert "accuracy points; at most 10): measured 30 (fails; needs points" in gap and "consistent with the paper's -0.84" not in gap
 
 
 def test_verdicts_page_refuses_a_damaged_file(tmp_path: Path) -> None:

@@ -54,7 +54,12 @@ def test_runs_table_best_epochs_and_held_out_gains() -> None:
     assert best["best calibrated-KL epoch"].tolist() == [2, 2, 2]
     assert best["best KL epoch"].tolist() == [3, 4, 5]
     assert best["best accuracy"].to_numpy() == pytest.approx([0.67, 0.671, 0.672])
-    assert best["accuracy change, last 5 epochs (points)"].to_numpy() == pytest.approx([7.0] * 3)
+    late = best.filter(like="last 5 epochs")
+    assert list(late.columns) == [
+        "accuracy change over the last 5 epochs, straight-line fit (points; the plateau gate)",
+        "accuracy range over the last 5 epochs, max − min (points; not the gate)"]
+    assert late.iloc[:, 1].to_numpy() == pytest.approx([7.0] * 3)
+    assert late.iloc[:, 0].max() == pytest.approx(ch.measured(synthetic(), best)["calibrated_kl_before"].gates["plateau"])
     # calibrated KL at epoch 6 minus at epoch 2: (0.05 + 0.01 s) × 16
     assert best["held-out calibrated-KL reduction (nats)"].to_numpy() == pytest.approx([0.8, 0.96, 1.12])
     assert best["held-out NN-human gain"].to_numpy() == pytest.approx([0, 0, 0])

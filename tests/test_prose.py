@@ -22,7 +22,7 @@ NUMBER = re.compile(r"(?<![\w.\-/−$^_{×²])([−-]?(?:\d{1,3}(?:,\d{3})+|\d+)
 SKIP = [re.compile(p, re.S | re.M) for p in (
     r"\$\$.*?\$\$", r"\$[^$\n]*\$", r"`[^`]*`", r"\{cite[^}]*\}`[^`]*`",  # maths, code, citations
     r"^\s*\d+\.\s", r"^#+ \d+\.", r"\(\d+\)",  # list and section numbering, equation numbers
-    r"\d+×\d+", r"RTX \d+", r"(?:19|20)\d\d",  # image sizes, a device's name, years
+    r"\d+×\d+", r"RTX \d+", r"\d{4}-\d\d-\d\d", r"(?:19|20)\d\d",  # image sizes, a device's name, dates, years
     r"(?:Table|Figure|Fig\.|Eq\.|§|Section|step|part) ?\d+",  # where in a paper or on the page
     r"\]\([^)]*\)")]  # link targets
 CONSTANTS = {

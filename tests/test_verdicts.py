@@ -74,6 +74,44 @@ def test_every_declared_test_is_stored_with_its_gates(isolated: Path) -> None:
     assert "Verdict: supported" in verdicts.markdown(ds)
 
 
+def test_a_secondary_test_is_judged_after_holm(isolated: Path) -> None:
+    """An interval that excludes 0 decides a secondary row only if its Holm-adjusted p is below 0.05 too."""
+    ds = verdicts.record("dataset_correlation", {"tllib": m(0.3, 0.9, n=10, enough_n=10),
+                                                 "tllib_mean_r": m(0.2, 0.8, n=10, p=0.03, enough_n=10),
+                                                 "zoo_shifted": m(0.8, 0.9, n=1000, p=0.04, enough_n=1000)},
+                         profile="smoke", parameters={})
+    assert float(ds["p_holm"].sel(test="tllib_mean_r")) == pytest.approx(0.06)
+    assert set(ds["outcome"].sel(test=["tllib_mean_r", "zoo_shifted"]).values) == {"inconclusive here"}
+    assert ds.attrs["verdict"] == "supported", "the primary test is not adjusted"
+    assert "its Holm-adjusted p does not reach 0.05" in verdicts.markdown(ds)
+    ds = verdicts.evaluate("dataset_correlation", {"tllib": m(0.3, 0.9, n=10, enough_n=10),
+                                                   "tllib_mean_r": m(0.2, 0.8, n=10, p=0.01, enough_n=10)}, "smoke")
+    assert ds["outcome"].sel(test="tllib_mean_r").item() == "supported"
+
+
+@pytest.mark.parametrize(("values", "text"), [
+    ((0.6, 0.0044, 0.88), "+0.6 [+0.0044, +0.88], n = 11"),
+    ((-1.5, -2.984, -0.01587), "-1.5 [-2.98, -0.0159], n = 11"),
+    ((0.5, NAN, NAN), "+0.5 (no interval), n = 11"),
+    ((NAN, NAN, NAN), "not measured")])
+def test_interval_text_never_rounds_a_bound_to_zero(values: tuple[float, float, float], text: str) -> None:
+    est, lo, hi = values
+    assert verdicts.interval_text({"estimate": est, "ci_low": lo, "ci_high": hi, "n": 11}) == text
+
+
+@pytest.mark.parametrize(("gate", "text"), [
+    ({"measured": 1.0, "threshold": 7.0}, "points: 1 (needs ≥ 7)"),
+    ({"measured": 0.904, "threshold": 0.5}, "points: 0.904 (needs ≤ 0.5)"),
+    ({"measured": -0.02, "threshold": 1e-9}, "points: -0.02 (needs > 0)"),
+    ({"measured": NAN, "threshold": 7.0}, "points: not measurable")])
+def test_a_failed_gate_shows_its_value_and_threshold(gate: dict, text: str) -> None:
+    assert verdicts.failed_gate_text({"description": "points (beyond the optimum)", **gate}) == text
+
+
+def test_p_text() -> None:
+    assert [verdicts.p_text(p) for p in (2e-5, 0.0001, 0.1412, 0.5)] == ["< 0.0001", "0.0001", "0.14", "0.5"]
+
+
 def test_primary_is_fixed_per_profile() -> None:
     c = claims.claim("inverted_u")
     assert c.primary("full").id == "bapps_beyond" and c.primary("default").id == "cifar10h_beyond"

@@ -298,13 +298,6 @@ def results_dir(root: Path) -> Path:
     return Path(env) if env else Path(root) / "data" / "results"
 
 
-def interval(estimate: float, low: float, high: float) -> str:
-    """`est [low, high]` with two significant digits of the interval's width (at least none, at most six decimals)."""
-    width = high - low
-    decimals = 2 if not math.isfinite(width) or width <= 0 else min(6, max(0, 1 - math.floor(math.log10(width))))
-    return f"{estimate:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]"
-
-
 def _badge(verdict: str) -> str:
     """A coloured outcome badge."""
     return f"{{bdg-{BADGES.get(verdict, 'info')}}}`{verdict}`"
@@ -342,12 +335,12 @@ def _unique(values: Iterable[Any]) -> list[str]:
 
 
 def _estimate(t: pd.Series) -> str:
-    """`estimate [low, high], n = N`, or why there is none."""
-    if not math.isfinite(float(t["estimate"])):
-        return "not measured"
-    if not (math.isfinite(float(t["ci_low"])) and math.isfinite(float(t["ci_high"]))):
-        return f"{float(t['estimate']):.3g} (no interval), n = {int(t['n'])}"
-    return f"{interval(t['estimate'], t['ci_low'], t['ci_high'])}, n = {int(t['n'])}"
+    """`estimate [low, high], n = N`; for a test that is not testable here, the gates it failed."""
+    from . import verdicts
+
+    if t["outcome"] == verdicts.NOT_TESTABLE and t.get("failed"):
+        return "gate failed: " + "; ".join(t["failed"])
+    return verdicts.interval_text(t)
 
 
 def _provenance_warning(attrs: dict[str, Any]) -> list[str]:
@@ -360,14 +353,18 @@ def _provenance_warning(attrs: dict[str, Any]) -> list[str]:
 
 def verdict_rows(root: Path, profile: str = "default", directory: Path | None = None) -> list[dict[str, Any]]:
     """One dict per claim (book order): the declared claim, its stored verdict file (None if not run)."""
-    from . import claims
+    from . import claims, verdicts
 
     directory = results_dir(root) if directory is None else Path(directory)
     rows = []
     for claim in CLAIMS:
         ds = _stored_verdict(claim, profile, directory)
-        rows.append({"claim": claim, "declared": claims.claim(claim), "ds": ds,
-                     "tests": None if ds is None else ds.drop_dims("gate").to_dataframe().reset_index(),
+        tests = None
+        if ds is not None:
+            tests = ds.drop_dims("gate").to_dataframe().reset_index()
+            tests["failed"] = [[verdicts.failed_gate_text(g) for g in verdicts.gates_of(ds, str(t)) if not g["passed"]]
+                               for t in tests["test"]]
+        rows.append({"claim": claim, "declared": claims.claim(claim), "ds": ds, "tests": tests,
                      "attrs": {} if ds is None else dict(ds.attrs),
                      "verdict": "not yet run" if ds is None else str(ds.attrs["verdict"])})
     return rows
@@ -388,16 +385,16 @@ def _verdict_details(root: Path, row: dict[str, Any], profile: str, directory: P
     lines += _provenance_warning(row["attrs"])
     primary = tests[tests["primary"].astype(bool)].iloc[0]
     chapter = f" (chapter: {_link(root, claim)})" if _executed(root, claim) else ""
-    gates = [f"{_esc(g['description'])}: {g['measured']:.3g} ({'passes' if g['passed'] else 'fails'})"
-             if math.isfinite(g["measured"]) else f"{_esc(g['description'])}: not available (fails)"
-             for g in verdicts.gates_of(ds, str(primary["test"]))]
-    lines += [f"- **Primary test** ({_esc(verdicts.declared_when(primary))}): {_esc(primary['name'])} → "
+    gates = [_esc(verdicts.gate_text(g)) for g in verdicts.gates_of(ds, str(primary["test"]))]
+    lines += [f"- **Primary test** ({_esc(verdicts.declared_when(primary, declared.history))}): "
+              f"{_esc(primary['name'])} → "
               f"{_badge(str(primary['outcome']))}{chapter}",
               f"- {_esc(primary['statistic'])}: {_estimate(primary)}"
               + (f"; {_esc(primary['consistency'])}" if primary["consistency"] else ""),
               *(["- Validity gates: " + "; ".join(gates)] if gates else []),
               f"- Setting: {_esc(primary['setting'])}" + (f": {_esc(primary['difference'])}"
                                                          if primary["difference"] else "") + ".",
+              *([f"- History: {_esc(declared.history)}"] if declared.history else []),
               f"- Stored in `{claims.result_name(claim, 'verdict', profile)}.nc`, computed at commit "
               f"`{str(row['attrs'].get('git_commit', 'unknown'))[:7]}` on {_date(row['attrs'])} "
               "(see [Reproducibility](reproducibility.md)).", ""]
@@ -405,7 +402,7 @@ def _verdict_details(root: Path, row: dict[str, Any], profile: str, directory: P
     if len(rest):
         lines += ["Secondary evidence (never voted; p adjusted by Holm over the judged rows):", ""]
         table = [(_esc(t["name"]), _esc(t["construct"]), _estimate(t),
-                  "" if pd.isna(t["p_holm"]) else f"{float(t['p_holm']):.2g}", _esc(t["consistency"]),
+                  "" if pd.isna(t["p_holm"]) else verdicts.p_text(float(t["p_holm"])), _esc(t["consistency"]),
                   _badge(str(t["outcome"]))) for _, t in rest.iterrows()]
         lines += _table(("Test", "What it measures", "Estimate [95% CI]", "Holm p", "Against the paper", "Outcome"),
                         table) + [""]
@@ -430,9 +427,11 @@ def verdicts_text(root: Path, profile: str = "default", directory: Path | None =
              "do not edit.",
              "# Verdicts", "",
              f"Each claim's verdict is the outcome of its **primary test**, the test closest to the paper's setting "
-             f"that the `{profile}` profile runs, declared in `tradeoffs.claims` before any result was seen "
-             f"unless its entry below says when and why it was re-declared ({run} of {len(rows)} claims run so "
-             "far). Other tests are secondary evidence, listed below, never voted.", "",
+             f"that the `{profile}` profile runs, declared in `tradeoffs.claims` ({run} of {len(rows)} claims run "
+             "so far). The tests were declared on 2026-12-02, after every claim had results of an earlier design; "
+             "each entry below gives that history: what had been seen, and what changed after. Other tests are "
+             "secondary evidence, listed below, never voted; a secondary test with a p value decides only if its "
+             "Holm-adjusted p is below 0.05.", "",
              *_table(("Claim", "Verdict", "The claim", "Primary test: estimate [95% CI]", "Setting"), summary),
              "",
              "A test may decide only if its **validity gates** pass (for example: networks trained to a plateau, "

@@ -4,7 +4,8 @@ A notebook measures; this module judges. For every declared test: a gate that fa
 (with the measured value); a test the profile does not run gives **not run in this profile**; an interval that is
 undefined or collapsed gives **inconclusive here**; otherwise `stats.verdict` decides. Where the paper gives the same
 statistic, a second line says whether its value lies inside our CI. The claim's verdict is its primary test's
-outcome; secondary tests carry Holm-adjusted p values and never vote.
+outcome; secondary tests carry Holm-adjusted p values and never vote. A secondary test with a p value is judged
+after that adjustment: its interval decides only if its Holm p is below `ALPHA`, else it is inconclusive.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .store import load, save
 NOT_TESTABLE = "not testable here"
 NOT_RUN = "not run in this profile"
 INCONCLUSIVE = "inconclusive here"
+ALPHA = 0.05  # the level of the 95% intervals, and of the Holm-adjusted p values of the secondary tests
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ def evaluate(claim_id: str, measured: Mapping[str, Measured | None], profile: st
     secondary = ~table["primary"] & table["outcome"].isin(["supported", "not supported", INCONCLUSIVE])
     table["p_holm"] = math.nan
     table.loc[secondary, "p_holm"] = stats.holm(table.loc[secondary, "p"].to_numpy(float))
+    table.loc[secondary & (table["p_holm"] >= ALPHA), "outcome"] = INCONCLUSIVE  # not after Holm
     ds = xr.Dataset({c: ("test", table[c].to_numpy()) for c in table.columns}, coords={"test": table.index.to_numpy()})
     ds = ds.assign(gate_measured=(("test", "gate"), np.array(gm).reshape(len(rows), len(gate_ids))),
                    gate_threshold=(("test", "gate"), np.array(gt).reshape(len(rows), len(gate_ids))),
@@ -124,7 +127,8 @@ def evaluate(claim_id: str, measured: Mapping[str, Measured | None], profile: st
     ds = ds.assign_coords(gate=gate_ids)
     ds.attrs.update(claim=claim_id, claim_text=claim.text, primary_test=primary,
                     verdict=str(table.loc[primary, "outcome"]), profile_judged=profile,
-                    paper_numbers=json.dumps(claim.paper_numbers), untested=json.dumps(claim.untested))
+                    paper_numbers=json.dumps(claim.paper_numbers), untested=json.dumps(claim.untested),
+                    history=claim.history)
     return ds
 
 
@@ -153,7 +157,7 @@ def record(claim_id: str, measured: Mapping[str, Measured | None], *, profile: s
 
 
 def _same(a: xr.Dataset, b: xr.Dataset) -> bool:
-    keep = ("claim", "claim_text", "primary_test", "verdict", "profile_judged", "paper_numbers", "untested",
+    keep = ("claim", "claim_text", "primary_test", "verdict", "profile_judged", "paper_numbers", "untested", "history",
             "inputs_created")
     return a.drop_attrs().equals(b.drop_attrs()) and all(str(a.attrs.get(k)) == str(b.attrs.get(k)) for k in keep)
 
@@ -182,7 +186,9 @@ def table(profile: str = "default") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _interval(row: xr.Dataset) -> str:
+def interval_text(row: xr.Dataset | pd.Series) -> str:
+    """`+est [+low, +high], n = N` with three significant digits (a bound never rounds to zero), or why there is
+    none; the one format of a stored test's estimate on every page."""
     est, lo, hi = (float(row[k]) for k in ("estimate", "ci_low", "ci_high"))
     if not math.isfinite(est):
         return "not measured"
@@ -194,42 +200,70 @@ def _value(x: float) -> str:
     return f"{x:.3g}" if math.isfinite(x) else "not available"
 
 
+def p_text(p: float) -> str:
+    """A p value as pages print it: `< 0.0001` or two significant digits."""
+    return "< 0.0001" if p < 1e-4 else f"{p:.2g}"
+
+
 def _p(p: float) -> str:
-    return "< 0.0001" if p < 1e-4 else f"= {p:.2g}"
+    text = p_text(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
+def _excludes_zero(row: xr.Dataset | pd.Series) -> bool:
+    lo, hi = float(row["ci_low"]), float(row["ci_high"])
+    return math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
 
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def declared_when(row: xr.Dataset | pd.Series) -> str:
-    """When the primary test was fixed: before the results, or (said plainly) when and why it was changed after."""
+def declared_when(row: xr.Dataset | pd.Series, history: str = "") -> str:
+    """When the primary test was fixed: before the results, after earlier results (the claim has a `history`), or
+    (said plainly) when and why it was made primary after its own results were seen."""
     declared = row["declared"] if "declared" in row else ""
     declared = str(declared.item() if isinstance(declared, xr.DataArray) else declared)
     if declared:
         return f"re-declared after the results were seen: {declared}"
+    if history:
+        return "declared in `tradeoffs.claims` after earlier results of this claim had been seen (history below)"
     return "fixed in `tradeoffs.claims` before the results"
 
 
-def _gate_text(g: dict[str, Any]) -> str:
+def gate_text(g: dict[str, Any]) -> str:
+    """A gate of `gates_of` in words: what it checks (with its threshold), the measured value, passes or fails."""
     verdict = "passes" if g["passed"] else f"fails; needs {g['remedy']}" if g["remedy"] else "fails"
     return f"{g['description']}: measured {_value(g['measured'])} ({verdict})"
+
+
+def failed_gate_text(g: dict[str, Any]) -> str:
+    """A failed gate in short: what it checks, the measured value and the threshold it missed."""
+    what = g["description"].split(" (")[0]
+    if not math.isfinite(g["measured"]):
+        return f"{what}: not measurable"
+    side = "≥" if g["measured"] < g["threshold"] else "≤"
+    needs = "> 0" if side == "≥" and 0 < g["threshold"] < 1e-6 else f"{side} {_value(g['threshold'])}"
+    return f"{what}: {_value(g['measured'])} (needs {needs})"
 
 
 def markdown(ds: xr.Dataset, *, secondary: bool = True) -> str:
     """The verdict box of a claim page: the primary test's outcome with its gates, then the secondary tests."""
     primary = ds.attrs["primary_test"]
     row = ds.sel(test=primary)
-    head = [f"**Verdict: {ds.attrs['verdict']}** (primary test, {declared_when(row)}: "
-             f"*{row['name'].item()}*). {_sentence(row['statistic'].item())}: {_interval(row)}"
+    history = str(ds.attrs.get("history", ""))
+    head = [f"**Verdict: {ds.attrs['verdict']}** (primary test, {declared_when(row, history)}: "
+             f"*{row['name'].item()}*). {_sentence(row['statistic'].item())}: {interval_text(row)}"
              + (f"; {row['consistency'].item()}" if row["consistency"].item() else "") + "."]
     gates = gates_of(ds, primary)
     if gates:
-        head.append("Validity gates: " + "; ".join(_gate_text(g) for g in gates) + ".")
+        head.append("Validity gates: " + "; ".join(gate_text(g) for g in gates) + ".")
     if row["difference"].item():
         head.append(f"Setting: {row['setting'].item()}: {row['difference'].item()}. Measure: "
                     f"{row['construct'].item()}." + (f" The same measure serves another claim: {row['shared'].item()}."
                                                      if row["shared"].item() else ""))
+    if history:
+        head.append(f"History: {history}")
     if not secondary or len(ds.test) == 1:
         return "\n\n".join(head)
     lines = ["Secondary evidence (listed, never voted; p adjusted by Holm over these rows):"]
@@ -237,11 +271,12 @@ def markdown(ds: xr.Dataset, *, secondary: bool = True) -> str:
         if t == primary:
             continue
         r = ds.sel(test=t)
-        failed = [g["description"].split(" (")[0] + f": {_value(g['measured'])}" for g in gates_of(ds, str(t))
-                  if not g["passed"]]
+        failed = [failed_gate_text(g) for g in gates_of(ds, str(t)) if not g["passed"]]
         extra = f" — gate failed: {'; '.join(failed)}" if failed and r["outcome"].item() == NOT_TESTABLE else ""
         p = float(r["p_holm"])
-        lines.append(f"- *{r['name'].item()}*: {_interval(r)}"
+        if r["outcome"].item() == INCONCLUSIVE and p >= ALPHA and _excludes_zero(r):
+            extra = " (its unadjusted interval excludes 0, its Holm-adjusted p does not reach 0.05)"
+        lines.append(f"- *{r['name'].item()}*: {interval_text(r)}"
                      + (f", Holm p {_p(p)}" if math.isfinite(p) else "")
                      + (f"; {r['consistency'].item()}" if r["consistency"].item() else "")
                      + f" → **{r['outcome'].item()}**{extra}.")
