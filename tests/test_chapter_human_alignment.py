@@ -71,7 +71,7 @@ def test_statistics_table_holds_the_stored_harmonization_rows():
     assert every["estimate"] == pytest.approx(-0.654, abs=5e-4) and every["n"] == 552
     vertex = table.loc["harmonization table: quadratic vertex (top-1 %)"]
     assert vertex["estimate"] == float(harm["quadratic_vertex_x"]) and np.isnan(vertex["p"])
-    assert table.loc["CIFAR-10 accuracy vs kl", "n"] == cifar.sizes["model"]
+    assert table.loc["CIFAR-10 accuracy vs KL(humans ‖ model) (nats)", "n"] == cifar.sizes["model"]
 
 
 def test_texts_from_stored_results():

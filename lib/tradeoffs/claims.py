@@ -159,8 +159,11 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
                      paper_source=f"{_KUMAR}, Sec. 5 (on BAPPS)",
                      shared="its checkpoints are early stopping's runs; there the question is when, here how accurate"),
             TestSpec("cifar10h_slope", "CIFAR-10H alignment (−ln calibrated KL): slope of the quadratic at the highest "
-                     "accuracy", "slope (bootstrap over runs and models)", -1, "offline proxy",
-                     "as above", "agreement with the human label distribution",
+                     "accuracy", "slope (−ln KL per unit of accuracy on a 0–1 scale; bootstrap over runs and "
+                     "models)", -1, "offline proxy",
+                     "as above; the top of the accuracy axis holds only the pretrained ResNets (trained elsewhere on "
+                     "all training images), so the slope there also compares them with the ResNet-8 runs trained here",
+                     "agreement with the human label distribution",
                      gates=(Gate("units", "independent units (runs and models; at least 10)", 10,
                                  remedy="more training runs"), _gap(10, "accuracy points"))),
             TestSpec("kumar_table1", "Table 1: mean PS gain from scaling down", "mean ΔPS (points; bootstrap over "

@@ -454,6 +454,19 @@ def kornblith_table() -> pd.DataFrame:
     return k.assign(quantity=k["quantity"].str.replace("_", " "))[["quantity", "setting", "value", "version"]]
 
 
+def kornblith_note() -> str:
+    """Why the table holds two versions of Kornblith et al.'s abstract, and which number this page compares with."""
+    k = data.table("published/kornblith2019_abstract_numbers").set_index(["quantity", "setting", "source"])["value"]
+    early, final = "abstract (earlier version)", "abstract"
+    return (f"Kornblith et al.'s abstract as published and an earlier version of it disagree for fixed features: "
+            f"r² = {k[('r_squared_imagenet_vs_transfer', 'fixed features', early)]:g} over "
+            f"{k[('n_networks', 'all', early)]:g} networks earlier, r = "
+            f"{k[('pearson_r_imagenet_vs_transfer', 'fixed features (logistic regression)', final)]:g} over "
+            f"{k[('n_networks', 'all', final)]:g} published. "
+            f"This page compares with the published fine-tuned r = "
+            f"{k[('pearson_r_imagenet_vs_transfer', 'fine-tuned', final)]:g} only.")
+
+
 def _weakest_shift(zoo_stats: pd.DataFrame) -> tuple[pd.Series, int]:
     """The shifted test set with the lowest probit Pearson r over all models, and how many sets were compared."""
     probit_all = zoo_stats[(zoo_stats.scale == "probit") & (zoo_stats.subset == "all")

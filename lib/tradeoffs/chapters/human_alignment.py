@@ -544,7 +544,7 @@ def statistics(obs: xr.Dataset, cifar: xr.Dataset, harm: xr.Dataset, clickme: xr
         rows[f"ImageNet top-1 vs error consistency, {d}"] = _spearman(top1, ec_d)
         rows[f"ImageNet top-1 vs 16-class accuracy, {d}"] = _spearman(top1, real["accuracy"].sel(dataset=d))
     for m in ("kl", "kl_calibrated", "cross_entropy", "top1_agreement", "entropy_spearman"):
-        rows[f"CIFAR-10 accuracy vs {m}"] = _spearman(cf["accuracy"], cf[m])
+        rows[f"CIFAR-10 accuracy vs {CIFAR_ROWS[m]}"] = _spearman(cf["accuracy"], cf[m])
     for side in ("below", "above", "all"):
         h = harm.sel(side=side)
         rows[f"harmonization table: top-1 vs alignment, {side} the vertex" if side != "all" else
