@@ -83,21 +83,22 @@ class Claim:
         return next(t for t in self.tests if profile in t.profiles)
 
 
+STRONG = 0.7  # the correlation a test must be able to detect where the paper gives no number
+
+
 def min_n(effect: float, method: str = "spearman", what: str = "points",
           remedy: str = "more models or runs") -> Gate:
     """Enough `what` that a correlation as large as `effect` would have a 95% CI excluding 0."""
     from .stats import n_to_detect
 
     n = n_to_detect(effect, method)  # type: ignore[arg-type]
-    return Gate("enough_n", f"{what} (a {method} r of ±{abs(effect):g} needs n ≥ {n} for its CI to exclude 0)", n,
-                remedy=remedy)
+    size = " (a strong correlation: the paper gives no coefficient)" if effect == STRONG else ""
+    return Gate("enough_n", f"{what} (a {method} r of ±{abs(effect):g}{size} needs n ≥ {n} for its CI to exclude 0)",
+                n, remedy=remedy)
 
 
 BEYOND = "points beyond the split-half optimum"
 MORE_ACCURATE = "points beyond the optimum: networks or checkpoints more accurate than it"
-
-
-STRONG = 0.7  # the correlation a test must be able to detect where the paper gives no number
 
 
 UNITS_BEYOND = Gate("units_beyond", "independent units (runs, models) among the points beyond the optimum (at least "
@@ -326,7 +327,8 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
             TestSpec("serre_table", "Spearman(top-1, ClickMe alignment) beyond an optimum fitted on the other half, "
                      "serre-lab table", "Spearman ρ (split-half optimum)", -1, "claimants' data, re-analysed",
                      "the serre-lab 2025 table of timm models, published by the claimants: a re-analysis, not an "
-                     "independent test", "ClickMe saliency alignment (serre-lab's 2025 method)",
+                     "independent test", "ClickMe saliency alignment (serre-lab's 2025 method); the test asks "
+                     "whether alignment falls beyond the optimum, not whether it rises before it",
                      gates=(min_n(STRONG, what="models beyond the split-half optimum"),)),
             TestSpec("ec_pooled", "Spearman(top-1, error consistency, mean of 3 data sets), ImageNet models",
                      "Spearman ρ", -1, "offline proxy",

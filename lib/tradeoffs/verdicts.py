@@ -227,7 +227,7 @@ def declared_when(row: xr.Dataset | pd.Series, history: str = "") -> str:
     if declared:
         return f"re-declared after the results were seen: {declared}"
     if history:
-        return "declared in `tradeoffs.claims` after earlier results of this claim had been seen (history below)"
+        return "declared in `tradeoffs.claims` after earlier results of this claim had been seen; history below"
     return "fixed in `tradeoffs.claims` before the results"
 
 
