@@ -137,3 +137,18 @@ def test_kornblith_note_reads_both_abstract_versions_from_the_table() -> None:
     note = ch.kornblith_note()
     assert "r² = 0.24 over 13 networks earlier, r = 0.99 over 16 published" in note
     assert note.endswith("fine-tuned r = 0.96 only.")
+
+
+@pytest.mark.data
+def test_the_statistics_table_and_figure_lead_with_the_primary_statistic(data_root) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    tl = store.load("dataset_correlation_tllib_default", REPO / "data" / "results")
+    st = ch.tllib_statistics(tl)
+    first, pooled = st.iloc[0], ch.tllib_overall(tl, 0)["pooled"]
+    assert (first.r, first.ci_low, first.ci_high) == pytest.approx((pooled["r"], pooled["ci_low"], pooled["ci_high"]))
+    assert (st.scale == first.scale).sum() == 1 and first.dataset == "all 8"
+    fig = ch.tllib_figure(tl, st)
+    assert len(fig.axes) == 9 and fig.axes[0].get_title().startswith("primary test")
+    assert f"r = {pooled['r']:.2f}" in fig.axes[0].get_title()

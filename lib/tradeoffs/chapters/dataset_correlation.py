@@ -339,9 +339,21 @@ def tllib_join_text(tl: xr.Dataset) -> str:
             f"{len(joined)} that joined.")
 
 
+def _mean_log_odds(tl: xr.Dataset) -> np.ndarray:
+    """Per model: the mean over data sets of the log-odds fine-tuned accuracy (the primary test's y axis)."""
+    return probes.logit(tl.finetuned_acc.transpose("model", "dataset").values).mean(1)
+
+
+_POOLED = "log-odds, mean over data sets"
+
+
 def tllib_statistics(tl: xr.Dataset) -> pd.DataFrame:
-    """Per data set: Pearson and Spearman on torchvision's top-1, Pearson on timm's for the models that joined."""
-    rows, ok = [], np.isfinite(tl.top1_timm.values)
+    """The primary test's r (top-1 against the mean log-odds accuracy), then per data set: Pearson and Spearman on
+    torchvision's top-1, Pearson on timm's for the models that joined."""
+    ok = np.isfinite(tl.top1_timm.values)
+    rows = [_pearson_row(tl.top1.values, _mean_log_odds(tl), part="fine-tuning (tllib)",
+                         dataset=f"all {tl.sizes['dataset']}", scale=_POOLED, x="ImageNet top-1 (torchvision)",
+                         subset="all")]
     for d in tl.dataset.values:
         y = tl.finetuned_acc.sel(dataset=d).values
         labels = dict(part="fine-tuning (tllib)", dataset=d, scale="accuracy (%)")
@@ -354,27 +366,35 @@ def tllib_statistics(tl: xr.Dataset) -> pd.DataFrame:
 def tllib_overall(tl: xr.Dataset, seed: int) -> dict[str, dict]:
     """`pooled`: one r of top-1 against the mean log-odds accuracy; `mean`: the mean of the per-data-set r's."""
     finetuned = tl.finetuned_acc.transpose("model", "dataset").values
-    return {"pooled": stats.correlation(tl.top1.values, probes.logit(finetuned).mean(1)),
+    return {"pooled": stats.correlation(tl.top1.values, _mean_log_odds(tl)),
             "mean": stats.mean_correlation(tl.top1.values, finetuned, seed=seed)}  # bootstrap over models
 
 
 def _pearson_by_dataset(tl_stats: pd.DataFrame) -> pd.DataFrame:
-    return tl_stats[(tl_stats.method == "pearson") & (tl_stats.subset == "all")].set_index("dataset")
+    per_set = (tl_stats.method == "pearson") & (tl_stats.subset == "all") & (tl_stats.scale != _POOLED)
+    return tl_stats[per_set].set_index("dataset")
 
 
 def tllib_figure(tl: xr.Dataset, tl_stats: pd.DataFrame) -> Figure:
-    """Fine-tuned accuracy against top-1, one panel per data set, titled with its Pearson r and CI."""
+    """The primary test first (top-1 against the mean log-odds fine-tuned accuracy), then fine-tuned accuracy
+    against top-1, one panel per data set; each titled with its Pearson r and CI."""
     pearson = _pearson_by_dataset(tl_stats)
-    fig, axes = plt.subplots(2, 4, figsize=(11, 6.5), sharex=True)
-    for ax, d in zip(axes.flat, tl.dataset.values):
+    pooled = tl_stats[tl_stats.scale == _POOLED].iloc[0]
+    fig, axes = plt.subplots(3, 3, figsize=(11, 9.5), sharex=True)
+    plots.scatter_fit(axes[0, 0], tl.top1.values, _mean_log_odds(tl),
+                      title=f"primary test: mean over {tl.sizes['dataset']}\nr = {pooled.r:.2f} "
+                            f"[{pooled.ci_low:.2f}, {pooled.ci_high:.2f}]")
+    axes[0, 0].set_ylabel("mean log-odds of fine-tuned acc.")
+    for ax, d in zip(axes.flat[1:], tl.dataset.values):
         r = pearson.loc[d]
         plots.scatter_fit(ax, tl.top1.values, tl.finetuned_acc.sel(dataset=d).values,
                           title=f"{d}\nr = {r.r:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]")
-        ax.get_legend().remove()
-    for ax in axes[1]:
+        ax.set_ylabel("fine-tuned acc. (%)" if ax in axes[1:, 0] else "")
+    for ax in axes.flat:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    for ax in axes[2]:
         ax.set_xlabel("ImageNet top-1 (%)")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("fine-tuned acc. (%)")
     fig.suptitle(f"Transfer-Learning-Library: {tl.sizes['model']} torchvision models fine-tuned on "
                  f"{tl.sizes['dataset']} data sets (line: OLS fit, band: 95%)")
     fig.tight_layout()
