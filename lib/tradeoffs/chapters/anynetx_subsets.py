@@ -348,11 +348,13 @@ def first_run_text(v: xr.Dataset) -> str:
         return ""
     row = first.sel(test=first.attrs["primary_test"])
     reliable = float(row.gate_measured.sel(gate="reliable"))
-    return (f" The first `{profile}` run of this page scored each source subset on {before:,} test images per class "
+    return (f" The first `{profile}` run with the present training budget (stored as "
+            f"`{claims.result_name(CLAIM, FIRST_RUN, profile)}.nc`; earlier designs are in the verdict box's history) "
+            f"scored each source subset on {before:,} test images per class "
             f"and failed the reliability gate ({reliable:.2f}); its primary estimate was {float(row.estimate):+.2f} "
             f"[{float(row.ci_low):+.2f}, {float(row.ci_high):+.2f}], not judged. After that result was seen, the source "
             f"subsets' test images were raised to {now:,} per class (all CIFAR-10 holds) for this run; the primary "
-            "test, its gates and the training are unchanged.")
+            "test, its gates and the training are the same in both runs.")
 
 
 def full_text(v: xr.Dataset) -> str:
