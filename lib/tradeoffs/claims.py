@@ -138,7 +138,8 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
                         "plateau, not a decline)", "Günther et al. 2023, abstract; cited, not tested here")),
         untested=("Günther et al.'s plateau since GoogLeNet / VGG-M is cited, not tested.",),
         history="Results were stored from 2026-11-23 and the tests declared on 2026-12-02. Before that, the "
-                "CIFAR-10H test with an optimum fitted on all points gave ρ = −0.20 [−1, 1] (n = 4), inconclusive. "
+                "CIFAR-10H test with an optimum fitted on all points gave ρ = −0.20 [−1, 1] over the 4 points beyond "
+                "it, inconclusive. "
                 "After the first declared verdict (not testable here: 2 points beyond the optimum, a 42-point gap), "
                 "the same day: the measure became the temperature-scaled KL, a gate of at least 5 independent units "
                 "beyond the optimum was added, and the early-stopping runs it reads were retrained (30 epochs, then "
@@ -313,9 +314,9 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
         text="Past a point, more accurate ImageNet models are less aligned with human visual strategies.",
         citation="fel2022", needs=("early_stopping",),
         history="The serre-lab table had been analysed before the tests were declared on 2026-12-02: ρ = −0.64 "
-                "[−0.69, −0.59] beyond an optimum fitted on all 541 points, supported. The declared primary fits the "
-                "optimum on one half of the models and tests the other; it was chosen after that result and has not "
-                "changed since.",
+                "[−0.69, −0.59] over the 541 models beyond the vertex of a quadratic fitted to the whole table, "
+                "supported. The declared primary fits the optimum on one half of the models and tests the other; it "
+                "was chosen after that result and has not changed since.",
         paper_numbers=(("a trade-off across 84 models: past a point, accuracy and ClickMe alignment diverge (shown "
                         "as a figure; no coefficient in the readable text)", f"{_FEL}"),),
         untested=("Fel et al.'s neural harmonizer (a training routine that aligns models with ClickMe maps and, in "
